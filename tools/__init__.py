@@ -1,0 +1,1 @@
+"""Command-line tools; each is ``main(argv) -> int`` so tests can call it in-process."""

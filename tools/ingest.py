@@ -1,0 +1,65 @@
+"""Ingest the competition layout (train.csv, train_images/, train_labels/) into a VolumeStore.
+
+    python tools/ingest.py SRC STORE [--workers N] [--overwrite]
+
+Resumable: rerun it after a crash and it skips finished volumes and redoes a half-written one.
+Ends with the label census per scroll; exit status 1 when any volume failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from pathlib import Path
+
+from vesuvius_data.census import census_by_scroll, format_census_table
+from vesuvius_data.competition import ingest_competition
+from vesuvius_data.store import VolumeStore
+
+
+def _list(ids: list[str], n: int = 10) -> str:
+    return ", ".join(ids[:n]) + (f", ... ({len(ids)} in all)" if len(ids) > n else "")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("src", type=Path, help="folder with train.csv, train_images/, train_labels/")
+    parser.add_argument("store", type=Path, help="VolumeStore folder (created when missing)")
+    parser.add_argument("--workers", type=int, default=2, help="volumes ingested in parallel")
+    parser.add_argument("--overwrite", action="store_true", help="re-ingest complete volumes too")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+
+    try:
+        if args.store.exists() and any(args.store.iterdir()):
+            store = VolumeStore.open(args.store, mode="a")
+        else:
+            store = VolumeStore.create(args.store)
+        t0 = time.perf_counter()
+        report = ingest_competition(args.src, store, workers=args.workers,
+                                    overwrite=args.overwrite, progress=not args.quiet)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    dt = time.perf_counter() - t0
+    if report.missing:
+        warnings.warn(f"{len(report.missing)} ids in train.csv have no files: "
+                      f"{_list(report.missing)}", stacklevel=1)
+    if report.unlisted:
+        warnings.warn(f"{len(report.unlisted)} files have no train.csv row and were skipped: "
+                      f"{_list(report.unlisted)}", stacklevel=1)
+    print(f"ingested {len(report.ingested)} volumes in {dt:.1f} s"
+          + (f" ({len(report.ingested) / dt:.2f} vol/s)" if report.ingested else "")
+          + f", skipped {len(report.skipped)} already complete, {len(report.failed)} failed")
+    for vid, msg in sorted(report.failed.items()):
+        print(f"error: {msg}", file=sys.stderr)
+    print(f"\nlabel census of {store.location} (class shares must use labeled voxels):")
+    print(format_census_table(census_by_scroll(store)))
+    return 1 if report.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,32 @@
+"""Write synthetic scroll-like volumes in the competition layout (the embedded default dataset).
+
+    python tools/synth.py OUT [--volumes 4] [--shape 320] [--seed 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from vesuvius_data.synthetic import write_competition_layout
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("out", type=Path, help="folder to write train.csv, train_images/, ...")
+    parser.add_argument("--volumes", type=int, default=4)
+    parser.add_argument("--shape", type=int, nargs="+", default=[320],
+                        help="one side (cube) or three sides z y x")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if len(args.shape) not in (1, 3):
+        parser.error("--shape takes one or three ints")
+    shape = tuple(args.shape * 3 if len(args.shape) == 1 else args.shape)
+    ids = write_competition_layout(args.out, args.volumes, shape, args.seed, progress=True)
+    print(f"wrote {len(ids)} volumes of shape {shape} to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,410 @@
+"""VolumeStore: image/label volumes in one chunked zarr v3 group, read lazily as dask arrays.
+
+Layout::
+
+    store.zarr/                      root group; attrs["vesuvius_data"] is the manifest
+      volumes/{id}/image             uint8 (or uint16) array, chunked
+      volumes/{id}/label             uint8 array, values in the LabelSpec
+
+The manifest in the root group's attributes lists every *complete* volume with its scroll id,
+shape, source and label census. A volume enters the manifest only after all of its chunks are
+written, and leaves it before an overwrite starts, so a crash mid-write leaves a volume that is
+simply absent (and is redone by the next ingest), never one that looks complete but is torn.
+The manifest also makes read-only remote stores work over plain HTTP, where nothing can be
+listed: ``ids()`` reads one JSON document.
+
+Volumes that already live in other zarr / OME-Zarr stores can be registered by URL without
+copying; the manifest then records where their arrays are.
+
+One process writes a store at a time (threads within it are fine); readers can be many.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import zarr
+import zarr.storage
+from zarr.codecs import BloscCodec
+
+from .labels import LabelCensus, LabelSpec, count_labels
+
+__all__ = ["VolumeStore", "VolumeInfo", "DEFAULT_CHUNKS", "DEFAULT_COMPRESSOR"]
+
+#: 64^3 chunks: random 128^3 windows touch 8-27 chunks and read at most ~3.4x the bytes they
+#: need; 32^3 chunks cut that waste but pay per-chunk overhead, 128^3 chunks read ~8x. Measured
+#: in benchmarks/bench_store.py (figures in the README).
+DEFAULT_CHUNKS: tuple[int, int, int] = (64, 64, 64)
+#: Blosc-LZ4 decodes ~2x faster than zstd at a ~10 % larger size on CT uint8 (bench_store.py);
+#: decoding, not disk, bounds patch reads and index builds.
+DEFAULT_COMPRESSOR: dict[str, Any] = {"cname": "lz4", "clevel": 5, "shuffle": "noshuffle"}
+
+_MANIFEST_KEY = "vesuvius_data"
+_FORMAT_VERSION = 1
+_ID_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
+_IMAGE_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16))
+
+
+@dataclass(frozen=True)
+class VolumeInfo:
+    """What the manifest knows about one volume."""
+
+    volume_id: str
+    shape: tuple[int, int, int]
+    scroll_id: str | None = None
+    source: str | None = None
+    census: LabelCensus | None = None  # None for registered volumes until indexed
+    external: dict[str, str] = field(default_factory=dict)  # role -> array URL
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["shape"] = list(self.shape)
+        d["census"] = self.census.to_dict() if self.census else None
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> VolumeInfo:
+        census = d.get("census")
+        return cls(
+            volume_id=d["volume_id"],
+            shape=tuple(int(s) for s in d["shape"]),  # type: ignore[arg-type]
+            scroll_id=d.get("scroll_id"),
+            source=d.get("source"),
+            census=LabelCensus.from_dict(census) if census else None,
+            external=dict(d.get("external") or {}),
+        )
+
+
+def _is_url(path: str) -> bool:
+    return "://" in path and not path.startswith("file://")
+
+
+def _check_id(volume_id: str) -> str:
+    volume_id = str(volume_id)
+    if not _ID_PATTERN.match(volume_id):
+        raise ValueError(
+            f"invalid volume id {volume_id!r}: use letters, digits, '_', '-', '.' "
+            "(not starting with '.' or '-')"
+        )
+    return volume_id
+
+
+def validate_pair(image: np.ndarray, label: np.ndarray, spec: LabelSpec, where: str) -> LabelCensus:
+    """Check an in-memory image/label pair and return the label census.
+
+    Raises ValueError naming ``where`` for non-3-D data, mismatched shapes, unsupported dtypes
+    and label values outside the spec.
+    """
+    if image.ndim != 3:
+        raise ValueError(f"{where}: image must be 3-D (z, y, x), got shape {image.shape}")
+    if label.ndim != 3:
+        raise ValueError(f"{where}: label must be 3-D (z, y, x), got shape {label.shape}")
+    if image.shape != label.shape:
+        raise ValueError(
+            f"{where}: image shape {image.shape} differs from label shape {label.shape}"
+        )
+    if image.dtype not in _IMAGE_DTYPES:
+        raise ValueError(f"{where}: image dtype must be uint8 or uint16, got {image.dtype}")
+    if not np.issubdtype(label.dtype, np.integer) and label.dtype != np.bool_:
+        raise ValueError(f"{where}: label dtype must be integer, got {label.dtype}")
+    if label.dtype != np.uint8 and label.size:
+        lo, hi = int(label.min()), int(label.max())
+        if lo < 0 or hi > 255:
+            raise ValueError(
+                f"{where}: label values span [{lo}, {hi}], outside the label spec "
+                f"{spec.allowed}"
+            )
+    return count_labels(label, spec, where)
+
+
+class VolumeStore:
+    """A zarr v3 group of image/label volumes (see module docstring for the layout).
+
+    Example:
+        >>> store = VolumeStore.create("data.zarr")               # doctest: +SKIP
+        >>> store.add_volume("v0", image, label, scroll_id="1")   # doctest: +SKIP
+        >>> store.image("v0")                                     # lazy dask array
+    """
+
+    def __init__(self, group: zarr.Group, *, location: str = "<memory>") -> None:
+        meta = group.attrs.get(_MANIFEST_KEY)
+        if not isinstance(meta, dict) or "volumes" not in meta:
+            raise ValueError(
+                f"{location} is a zarr group but not a vesuvius-data VolumeStore "
+                "(no manifest); create one with VolumeStore.create()"
+            )
+        self._group = group
+        self._location = location
+        self._lock = threading.Lock()
+        self._meta: dict[str, Any] = meta
+        self.label_spec = LabelSpec.from_dict(meta["label_spec"])
+        self.chunks: tuple[int, int, int] = tuple(meta["chunks"])  # type: ignore[assignment]
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def create(
+        cls,
+        path: str | os.PathLike[str] | zarr.storage.StoreLike,
+        *,
+        label_spec: LabelSpec | None = None,
+        chunks: tuple[int, int, int] = DEFAULT_CHUNKS,
+        overwrite: bool = False,
+    ) -> VolumeStore:
+        """Create an empty store at ``path`` (a folder, or any zarr Store object).
+
+        Raises FileExistsError when a store already exists there, unless ``overwrite``.
+        """
+        if len(chunks) != 3 or any(int(c) < 1 for c in chunks):
+            raise ValueError(f"chunks must be three positive ints, got {chunks}")
+        location = str(path)
+        if isinstance(path, (str, os.PathLike)):
+            if _is_url(str(path)):
+                raise ValueError(f"{path}: remote stores are read-only; create stores locally")
+            if Path(path).exists() and any(Path(path).iterdir()) and not overwrite:
+                raise FileExistsError(f"{path} exists; open it with VolumeStore.open() "
+                                      "or pass overwrite=True")
+            path = zarr.storage.LocalStore(str(path))
+        group = zarr.open_group(path, mode="w" if overwrite else "a", zarr_format=3)
+        if _MANIFEST_KEY in group.attrs and not overwrite:
+            raise FileExistsError(f"{location} already holds a VolumeStore")
+        spec = label_spec or LabelSpec()
+        group.attrs[_MANIFEST_KEY] = {
+            "format": _FORMAT_VERSION,
+            "label_spec": spec.to_dict(),
+            "chunks": [int(c) for c in chunks],
+            "compressor": DEFAULT_COMPRESSOR,
+            "volumes": {},
+        }
+        group.require_group("volumes")
+        return cls(group, location=location)
+
+    @classmethod
+    def open(
+        cls,
+        path_or_url: str | os.PathLike[str] | zarr.storage.StoreLike,
+        mode: str = "r",
+        *,
+        storage_options: dict[str, Any] | None = None,
+    ) -> VolumeStore:
+        """Open an existing store: a folder, an ``http(s)://`` / fsspec URL, or a Store object.
+
+        ``mode`` is "r" (read-only) or "a" (read/write; local stores only).
+        """
+        if mode not in ("r", "a"):
+            raise ValueError(f"mode must be 'r' or 'a', got {mode!r}")
+        location = str(path_or_url)
+        if isinstance(path_or_url, (str, os.PathLike)):
+            p = str(path_or_url)
+            if _is_url(p):
+                if mode != "r":
+                    raise ValueError(f"{p}: remote stores are read-only; open with mode='r'")
+                path_or_url = zarr.storage.FsspecStore.from_url(
+                    p, storage_options=storage_options, read_only=True
+                )
+            else:
+                if not Path(p).exists():
+                    raise FileNotFoundError(f"no store at {p}")
+                path_or_url = zarr.storage.LocalStore(p, read_only=(mode == "r"))
+        try:
+            group = zarr.open_group(path_or_url, mode="r" if mode == "r" else "r+")
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"no zarr group at {location}") from e
+        return cls(group, location=location)
+
+    # ------------------------------------------------------------------ reading
+    @property
+    def location(self) -> str:
+        return self._location
+
+    def ids(self) -> list[str]:
+        """Ids of complete volumes, sorted."""
+        return sorted(self._meta["volumes"])
+
+    def __contains__(self, volume_id: object) -> bool:
+        return str(volume_id) in self._meta["volumes"]
+
+    def __len__(self) -> int:
+        return len(self._meta["volumes"])
+
+    def info(self, volume_id: str) -> VolumeInfo:
+        vols = self._meta["volumes"]
+        if str(volume_id) not in vols:
+            known = ", ".join(self.ids()[:10]) or "none"
+            raise KeyError(f"no complete volume {volume_id!r} in {self._location} "
+                           f"(known: {known}{', ...' if len(vols) > 10 else ''})")
+        return VolumeInfo.from_json(vols[str(volume_id)])
+
+    def zarr_array(self, volume_id: str, role: str) -> zarr.Array:
+        """The zarr array behind a volume's ``role`` ("image", "label", or a derived target)."""
+        info = self.info(volume_id)
+        if role in info.external:
+            return zarr.open_array(info.external[role], mode="r")
+        try:
+            return self._group[f"volumes/{info.volume_id}/{role}"]  # type: ignore[return-value]
+        except KeyError:
+            raise KeyError(f"volume {volume_id!r} has no {role!r} array") from None
+
+    def image(self, volume_id: str) -> da.Array:
+        """Lazy dask view of the image; each dask chunk is one zarr chunk."""
+        return da.from_zarr(self.zarr_array(volume_id, "image"))
+
+    def label(self, volume_id: str) -> da.Array:
+        """Lazy dask view of the label (values per ``label_spec``)."""
+        return da.from_zarr(self.zarr_array(volume_id, "label"))
+
+    def census(self, volume_ids: list[str] | None = None) -> LabelCensus:
+        """Sum of the stored per-volume censuses (volumes without one are skipped)."""
+        total = LabelCensus.zero()
+        for vid in volume_ids if volume_ids is not None else self.ids():
+            c = self.info(vid).census
+            if c is not None:
+                total = total + c
+        return total
+
+    # ------------------------------------------------------------------ writing
+    def _commit(self, volume_id: str, entry: dict[str, Any] | None) -> None:
+        """Add (entry) or drop (None) a manifest entry; the one write that publishes a volume."""
+        with self._lock:
+            meta = dict(self._meta)
+            vols = dict(meta["volumes"])
+            if entry is None:
+                vols.pop(volume_id, None)
+            else:
+                vols[volume_id] = entry
+            meta["volumes"] = vols
+            self._group.attrs[_MANIFEST_KEY] = meta
+            self._meta = meta
+
+    def add_volume(
+        self,
+        volume_id: str,
+        image: np.ndarray,
+        label: np.ndarray,
+        scroll_id: str | int | None = None,
+        *,
+        source: str | None = None,
+        overwrite: bool = False,
+    ) -> VolumeInfo:
+        """Validate and write one volume; it becomes visible only once fully written.
+
+        Raises:
+            FileExistsError: ``volume_id`` is already complete and ``overwrite`` is False.
+            ValueError: non-3-D input, mismatched shapes, bad dtypes or label values.
+        """
+        volume_id = _check_id(volume_id)
+        image, label = np.asarray(image), np.asarray(label)
+        census = validate_pair(image, label, self.label_spec, f"volume {volume_id}")
+        if volume_id in self:
+            if not overwrite:
+                raise FileExistsError(f"volume {volume_id!r} already exists in "
+                                      f"{self._location}; pass overwrite=True to replace it")
+            self._commit(volume_id, None)  # unpublish first: a crash now leaves it absent
+        vgroup = self._group.require_group("volumes").create_group(volume_id, overwrite=True)
+        for role, data in (("image", image), ("label", label.astype(np.uint8, copy=False))):
+            arr = vgroup.create_array(
+                role,
+                shape=data.shape,
+                dtype=data.dtype,
+                chunks=tuple(min(c, s) for c, s in zip(self.chunks, data.shape)),
+                compressors=BloscCodec(**DEFAULT_COMPRESSOR),
+                fill_value=0,
+                dimension_names=("z", "y", "x"),
+            )
+            arr[...] = data
+        info = VolumeInfo(
+            volume_id=volume_id,
+            shape=tuple(int(s) for s in image.shape),  # type: ignore[arg-type]
+            scroll_id=None if scroll_id is None else str(scroll_id),
+            source=source,
+            census=census,
+        )
+        vgroup.attrs.update(info.to_json() | {"label_spec": self.label_spec.to_dict()})
+        self._commit(volume_id, info.to_json())
+        return info
+
+    def register(
+        self,
+        volume_id: str,
+        image: zarr.Array | str,
+        label: zarr.Array | str,
+        scroll_id: str | int | None = None,
+        *,
+        level: int | None = None,
+        overwrite: bool = False,
+    ) -> VolumeInfo:
+        """Use arrays that live in other zarr / OME-Zarr stores, without copying.
+
+        ``image`` and ``label`` are zarr arrays in a persistent store, or URLs/paths of arrays
+        or of OME-Zarr multiscale groups (then ``level`` picks the resolution, default 0).
+        Label values are not scanned here (that could mean reading terabytes); the index build
+        checks them in its single pass.
+        """
+        volume_id = _check_id(volume_id)
+        if volume_id in self and not overwrite:
+            raise FileExistsError(f"volume {volume_id!r} already exists in {self._location}")
+        urls = {"image": _array_url(image, level), "label": _array_url(label, level)}
+        arrays = {role: zarr.open_array(url, mode="r") for role, url in urls.items()}
+        where = f"register {volume_id}"
+        for role, arr in arrays.items():
+            if arr.ndim != 3:
+                raise ValueError(f"{where}: {role} at {urls[role]} is not 3-D: {arr.shape}")
+        if arrays["image"].shape != arrays["label"].shape:
+            raise ValueError(f"{where}: image shape {arrays['image'].shape} differs from "
+                             f"label shape {arrays['label'].shape}")
+        if not np.issubdtype(arrays["label"].dtype, np.integer):
+            raise ValueError(f"{where}: label dtype must be integer, got {arrays['label'].dtype}")
+        info = VolumeInfo(
+            volume_id=volume_id,
+            shape=tuple(int(s) for s in arrays["image"].shape),  # type: ignore[arg-type]
+            scroll_id=None if scroll_id is None else str(scroll_id),
+            source=urls["image"],
+            external=urls,
+        )
+        self._commit(volume_id, info.to_json())
+        return info
+
+    def remove(self, volume_id: str) -> None:
+        """Drop a volume from the manifest and delete its stored arrays (not external ones)."""
+        self.info(volume_id)
+        self._commit(str(volume_id), None)
+        vols = self._group.require_group("volumes")
+        if str(volume_id) in vols:
+            del vols[str(volume_id)]
+
+    def __repr__(self) -> str:
+        return f"VolumeStore({self._location!r}, volumes={len(self)})"
+
+
+def _array_url(arr: zarr.Array | str, level: int | None) -> str:
+    """A URL that reopens ``arr``; resolves OME-Zarr multiscale groups to one level."""
+    if isinstance(arr, zarr.Array):
+        store = arr.store
+        if isinstance(store, zarr.storage.LocalStore):
+            return str(Path(store.root) / arr.path)
+        if isinstance(store, zarr.storage.FsspecStore):
+            return store.fs.unstrip_protocol(f"{store.path}/{arr.path}".rstrip("/"))
+        raise ValueError(f"cannot register an array held in {type(store).__name__}: "
+                         "register arrays from a local folder or a URL")
+    url = str(arr) if _is_url(str(arr)) else str(Path(arr).resolve())
+    node = zarr.open(url, mode="r")
+    if isinstance(node, zarr.Array):
+        if level not in (None, 0):
+            raise ValueError(f"{url} is an array, not an OME-Zarr multiscale group; "
+                             "level does not apply")
+        return url
+    ms = node.attrs.get("multiscales") or (node.attrs.get("ome") or {}).get("multiscales")
+    if not ms:
+        raise ValueError(f"{url} is a group without OME-Zarr 'multiscales' metadata; "
+                         "pass the array's path instead")
+    datasets = ms[0]["datasets"]
+    lvl = 0 if level is None else level
+    if not 0 <= lvl < len(datasets):
+        raise ValueError(f"{url}: level {lvl} out of range (has {len(datasets)} levels)")
+    return url.rstrip("/") + "/" + datasets[lvl]["path"]
