@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-import warnings
 from pathlib import Path
 
 from vesuvius_data.census import census_by_scroll, format_census_table
@@ -26,7 +25,8 @@ def _list(ids: list[str], n: int = 10) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("src", type=Path, help="folder with train.csv, train_images/, train_labels/")
+    parser.add_argument("src", type=Path,
+                        help="folder with train.csv, train_images/, train_labels/")
     parser.add_argument("store", type=Path, help="VolumeStore folder (created when missing)")
     parser.add_argument("--workers", type=int, default=2, help="volumes ingested in parallel")
     parser.add_argument("--overwrite", action="store_true", help="re-ingest complete volumes too")
@@ -46,15 +46,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     dt = time.perf_counter() - t0
     if report.missing:
-        warnings.warn(f"{len(report.missing)} ids in train.csv have no files: "
-                      f"{_list(report.missing)}", stacklevel=1)
+        print(f"warning: {len(report.missing)} ids in train.csv have no files: "
+              f"{_list(report.missing)}", file=sys.stderr)
     if report.unlisted:
-        warnings.warn(f"{len(report.unlisted)} files have no train.csv row and were skipped: "
-                      f"{_list(report.unlisted)}", stacklevel=1)
+        print(f"warning: {len(report.unlisted)} files have no train.csv row and were skipped: "
+              f"{_list(report.unlisted)}", file=sys.stderr)
     print(f"ingested {len(report.ingested)} volumes in {dt:.1f} s"
           + (f" ({len(report.ingested) / dt:.2f} vol/s)" if report.ingested else "")
           + f", skipped {len(report.skipped)} already complete, {len(report.failed)} failed")
-    for vid, msg in sorted(report.failed.items()):
+    for _, msg in sorted(report.failed.items()):
         print(f"error: {msg}", file=sys.stderr)
     print(f"\nlabel census of {store.location} (class shares must use labeled voxels):")
     print(format_census_table(census_by_scroll(store)))

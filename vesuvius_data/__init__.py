@@ -1,4 +1,4 @@
-"""vesuvius-data: sampling-centric data pipeline for 3D segmentation of huge, imbalanced CT volumes."""
+"""vesuvius-data: sampling-centric data pipeline for 3D segmentation of huge CT volumes."""
 
 from .labels import LabelCensus, LabelSpec, count_labels
 from .store import DEFAULT_CHUNKS, VolumeInfo, VolumeStore

@@ -9,7 +9,9 @@ file pair that is broken (one half missing, unreadable, mismatched) is an error 
 from __future__ import annotations
 
 import csv
+import logging
 import os
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -83,16 +85,45 @@ def scan_competition(src: str | os.PathLike[str]) -> tuple[list[CompetitionEntry
     return entries, report
 
 
+class _ThreadWarnings(logging.Handler):
+    """Collects this thread's warnings from tifffile's logger."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.thread = threading.get_ident()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.thread == self.thread:
+            self.messages.append(record.getMessage())
+
+
 def read_tif(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read a TIFF stack as a (z, y, x) array; errors name the file."""
+    """Read a TIFF stack as a (z, y, x) array; errors name the file.
+
+    tifffile reads a truncated or corrupt file with only a logged warning (returning fewer
+    pages, or nothing); here any such warning is an error, so a damaged file never enters a
+    store looking like a smaller volume.
+    """
     import tifffile
 
+    collect = _ThreadWarnings()
+    logger = logging.getLogger("tifffile")
+    logger.addHandler(collect)
     try:
-        return tifffile.imread(path)
+        data = tifffile.imread(path)
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: file not found") from None
     except Exception as e:  # tifffile raises many types for corrupt files
         raise ValueError(f"{path}: unreadable TIFF ({type(e).__name__}: {e})") from e
+    finally:
+        logger.removeHandler(collect)
+    if collect.messages:
+        raise ValueError(f"{path}: unreadable TIFF (truncated or corrupt: "
+                         f"{collect.messages[0]})")
+    if data.size == 0:
+        raise ValueError(f"{path}: unreadable TIFF (no image data)")
+    return data
 
 
 def _ingest_one(store: VolumeStore, e: CompetitionEntry, overwrite: bool) -> None:

@@ -56,7 +56,7 @@ class LabelSpec:
 
     def check_values(self, counts: np.ndarray, where: str) -> None:
         """Raise if a 256-bin histogram of label values has values outside the spec."""
-        bad = [v for v in np.flatnonzero(counts) if v not in self.allowed]
+        bad = [int(v) for v in np.flatnonzero(counts) if v not in self.allowed]
         if bad:
             raise ValueError(
                 f"{where}: label values {bad[:10]} are outside the label spec "

@@ -38,12 +38,12 @@ from .labels import LabelCensus, LabelSpec, count_labels
 
 __all__ = ["VolumeStore", "VolumeInfo", "DEFAULT_CHUNKS", "DEFAULT_COMPRESSOR"]
 
-#: 64^3 chunks: random 128^3 windows touch 8-27 chunks and read at most ~3.4x the bytes they
-#: need; 32^3 chunks cut that waste but pay per-chunk overhead, 128^3 chunks read ~8x. Measured
-#: in benchmarks/bench_store.py (figures in the README).
+#: 64^3 chunks: a random 128^3 window decodes 3.3x the bytes it needs (128^3 chunks: 7.9x) and
+#: the index and chunk caches get fine work units; 32^3 chunks drown in per-chunk overhead
+#: (3.5x fewer windows/s). Measured by benchmarks/bench_store.py; figures in the README.
 DEFAULT_CHUNKS: tuple[int, int, int] = (64, 64, 64)
-#: Blosc-LZ4 decodes ~2x faster than zstd at a ~10 % larger size on CT uint8 (bench_store.py);
-#: decoding, not disk, bounds patch reads and index builds.
+#: Blosc-LZ4 reads random windows ~15 % faster than zstd-1 for ~15 % more disk: patch reads
+#: and index builds are bound by decoding, not by disk.
 DEFAULT_COMPRESSOR: dict[str, Any] = {"cname": "lz4", "clevel": 5, "shuffle": "noshuffle"}
 
 _MANIFEST_KEY = "vesuvius_data"
@@ -312,7 +312,7 @@ class VolumeStore:
                 role,
                 shape=data.shape,
                 dtype=data.dtype,
-                chunks=tuple(min(c, s) for c, s in zip(self.chunks, data.shape)),
+                chunks=tuple(min(c, s) for c, s in zip(self.chunks, data.shape, strict=True)),
                 compressors=BloscCodec(**DEFAULT_COMPRESSOR),
                 fill_value=0,
                 dimension_names=("z", "y", "x"),

@@ -195,10 +195,10 @@ def write_competition_layout(
     (root / "train_labels").mkdir(parents=True, exist_ok=True)
     seeds = np.random.SeedSequence(seed).spawn(n_volumes)
     id_rng = np.random.default_rng(seed)
-    ids = [str(v) for v in id_rng.choice(np.arange(10**8, 10**9), n_volumes, replace=False)]
+    ids = [str(10**8 + v) for v in id_rng.choice(9 * 10**8, n_volumes, replace=False)]
     rows = []
     for i, (vid, ss) in enumerate(
-        tqdm(list(zip(ids, seeds)), desc="synthetic volumes", disable=not progress)
+        tqdm(list(zip(ids, seeds, strict=True)), desc="synthetic volumes", disable=not progress)
     ):
         image, label = make_volume(shape, ss)
         for sub, data in (("train_images", image), ("train_labels", label)):

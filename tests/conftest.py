@@ -1,0 +1,26 @@
+"""Shared fixtures: tiny synthetic volumes and stores (64^3 at most)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vesuvius_data import VolumeStore
+from vesuvius_data.synthetic import make_volume
+
+
+@pytest.fixture(scope="session")
+def small_pair() -> tuple[np.ndarray, np.ndarray]:
+    """A 48x56x64 synthetic (image, label) pair: non-cubic so axis mix-ups show."""
+    return make_volume((48, 56, 64), seed=3)
+
+
+@pytest.fixture
+def store(tmp_path, small_pair) -> VolumeStore:
+    """A local store with two small volumes of two scrolls."""
+    s = VolumeStore.create(tmp_path / "store.zarr", chunks=(16, 16, 16))
+    image, label = small_pair
+    s.add_volume("vol_a", image, label, scroll_id="s1")
+    img_b, lab_b = make_volume((32, 40, 48), seed=4)
+    s.add_volume("vol_b", img_b, lab_b, scroll_id="s2")
+    return s

@@ -1,0 +1,59 @@
+import numpy as np
+import pytest
+import tifffile
+
+from vesuvius_data import LabelSpec, count_labels
+from vesuvius_data.synthetic import make_volume, write_competition_layout
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("shape", [(64, 64, 64), (40, 56, 64)])
+def test_census_matches_real_data_ranges(shape, seed):
+    _, label = make_volume(shape, seed)
+    f = count_labels(label, LabelSpec()).fractions()
+    assert 0.25 <= f["background"] <= 0.39
+    assert 0.04 <= f["foreground"] <= 0.09
+    assert 0.52 <= f["ignore"] <= 0.71
+
+
+def test_deterministic_from_seed_and_seeds_differ():
+    a = make_volume((32, 32, 32), seed=7)
+    b = make_volume((32, 32, 32), seed=7)
+    c = make_volume((32, 32, 32), seed=8)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    assert not np.array_equal(a[1], c[1])
+
+
+def test_ct_like_intensity_and_thin_sheets():
+    image, label = make_volume((64, 64, 64), seed=2)
+    assert image.dtype == np.uint8 and label.dtype == np.uint8
+    # papyrus is brighter than the gaps between sheets, but noisy enough to overlap
+    fg, bg = image[label == 1].astype(float), image[label == 0].astype(float)
+    assert fg.mean() > bg.mean() + 30
+    assert np.percentile(fg, 5) <= np.percentile(bg, 95)
+    # sheets are thin: along every axis, most runs of surface voxels are short in at least one
+    runs = []
+    for axis in range(3):
+        m = np.moveaxis(label == 1, axis, 0).astype(np.int8)
+        starts = (np.diff(m, axis=0) == 1).sum()
+        runs.append((label == 1).sum() / max(starts, 1))
+    assert min(runs) <= 4.5
+
+
+def test_bad_shape_is_rejected():
+    with pytest.raises(ValueError, match="3-D"):
+        make_volume((64, 64))  # type: ignore[arg-type]
+
+
+def test_competition_layout_is_lzw_tiffs(tmp_path):
+    ids = write_competition_layout(tmp_path, n_volumes=3, shape=(16, 20, 24), seed=1)
+    assert len(set(ids)) == 3
+    rows = (tmp_path / "train.csv").read_text().splitlines()
+    assert rows[0] == "id,scroll_id" and len(rows) == 4
+    for vid in ids:
+        with tifffile.TiffFile(tmp_path / "train_images" / f"{vid}.tif") as tif:
+            assert tif.pages[0].compression == tifffile.COMPRESSION.LZW
+            assert tif.asarray().shape == (16, 20, 24)
+        lab = tifffile.imread(tmp_path / "train_labels" / f"{vid}.tif")
+        assert set(np.unique(lab)) <= {0, 1, 2}
+    assert not list(tmp_path.rglob("*.partial"))
