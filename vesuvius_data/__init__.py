@@ -1,16 +1,21 @@
 """vesuvius-data: sampling-centric data pipeline for 3D segmentation of huge CT volumes."""
 
+from ._version import __version__
+from .index_build import VolumeSource, build_index
 from .labels import LabelCensus, LabelSpec, count_labels
+from .patch_index import PatchIndex
 from .store import DEFAULT_CHUNKS, VolumeInfo, VolumeStore
 
-__version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_CHUNKS",
     "LabelCensus",
     "LabelSpec",
+    "PatchIndex",
     "VolumeInfo",
+    "VolumeSource",
     "VolumeStore",
+    "build_index",
     "count_labels",
     "__version__",
 ]

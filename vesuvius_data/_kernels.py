@@ -149,7 +149,8 @@ def count_cells(
         origin: global (z, y, x) of the core's first voxel.
         stride: cell size per axis.
         halo_lo: halo width (0 or 1) on the low side of each axis.
-        core_shape: the core's shape; defaults to ``image.shape``.
+        core_shape: the core's shape; defaults to ``image.shape``, else to the label's shape
+            less ``halo_lo`` (no high-side halo).
         air_threshold: image values above it are tissue.
 
     Returns:
@@ -158,7 +159,12 @@ def count_cells(
     """
     if label.dtype != np.uint8:
         raise ValueError(f"label blocks must be uint8, got {label.dtype}")
-    core = tuple(int(c) for c in (core_shape if core_shape is not None else image.shape))
+    if core_shape is not None:
+        core = tuple(int(c) for c in core_shape)
+    elif image is not None:
+        core = tuple(image.shape)
+    else:  # no high-side halo
+        core = tuple(n - h for n, h in zip(label.shape, halo_lo, strict=True))
     if image is not None and image.shape != core:
         raise ValueError(f"image block {image.shape} differs from core shape {core}")
     cell0 = tuple(o // s for o, s in zip(origin, stride, strict=True))

@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,9 @@ class VolumeInfo:
     source: str | None = None
     census: LabelCensus | None = None  # None for registered volumes until indexed
     external: dict[str, str] = field(default_factory=dict)  # role -> array URL
+    #: a new random token each time the volume is written or registered; lets an index tell
+    #: an unchanged volume from a rewritten one without reading it
+    generation: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -79,6 +83,7 @@ class VolumeInfo:
             source=d.get("source"),
             census=LabelCensus.from_dict(census) if census else None,
             external=dict(d.get("external") or {}),
+            generation=d.get("generation"),
         )
 
 
@@ -324,6 +329,7 @@ class VolumeStore:
             scroll_id=None if scroll_id is None else str(scroll_id),
             source=source,
             census=census,
+            generation=uuid.uuid4().hex,
         )
         vgroup.attrs.update(info.to_json() | {"label_spec": self.label_spec.to_dict()})
         self._commit(volume_id, info.to_json())
@@ -366,6 +372,7 @@ class VolumeStore:
             scroll_id=None if scroll_id is None else str(scroll_id),
             source=urls["image"],
             external=urls,
+            generation=uuid.uuid4().hex,
         )
         self._commit(volume_id, info.to_json())
         return info

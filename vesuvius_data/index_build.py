@@ -1,0 +1,316 @@
+"""Build a PatchIndex: numba cell counts over dask blocks, then box sums over the cell grid.
+
+Data flow for one volume::
+
+    label (+ image) dask arrays --rechunk to blocks--> overlap by one voxel (exact boundary test)
+      --> per block: _kernels.count_cells -> small per-cell counts + blake2b of the label bytes
+      --> client: add block counts into the volume's cell grid (S^3 times smaller than the data)
+      --> summed-area table over cells -> one row per patch corner on the stride grid
+
+Only cell grids travel back to the client. Volumes are cut into slabs of blocks along z so the
+task graph, and the memory each worker holds, stay bounded whatever the volume size; a slab
+reads one extra voxel plane on each side for its halo.
+
+Incremental: a volume whose store ``generation`` token equals the one recorded in the previous
+index is not read again; its rows are copied. New volumes are built, removed ones dropped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+from dask.callbacks import Callback
+
+from ._version import __version__
+from ._kernels import N_CHANNELS, count_cells
+from .labels import LabelSpec
+from .patch_index import COUNT_COLUMNS, IndexParams, PatchIndex
+from .store import VolumeStore
+
+__all__ = ["VolumeSource", "SmallVolumeWarning", "build_index", "sources_from_store",
+           "DEFAULT_BLOCK"]
+
+#: task block: 8 chunks of 64^3; big enough that per-task overhead is small, small enough that
+#: a worker holds a few MB per task
+DEFAULT_BLOCK: tuple[int, int, int] = (128, 128, 128)
+_TASK_PREFIX = "vd-cells"
+_MAX_BLOCKS_PER_BATCH = 2048
+
+
+class SmallVolumeWarning(UserWarning):
+    """A volume smaller than the patch was skipped."""
+
+
+@dataclass(frozen=True)
+class VolumeSource:
+    """One volume to index: lazy label (and image) arrays plus identity."""
+
+    volume_id: str
+    label: da.Array
+    image: da.Array | None = None
+    scroll_id: str | None = None
+    generation: str | None = None  # changes whenever the volume's data are rewritten
+
+
+def sources_from_store(store: VolumeStore, volume_ids: Sequence[str] | None = None
+                       ) -> list[VolumeSource]:
+    out = []
+    for vid in volume_ids if volume_ids is not None else store.ids():
+        info = store.info(vid)
+        out.append(VolumeSource(vid, store.label(vid), store.image(vid), info.scroll_id,
+                                info.generation))
+    return out
+
+
+def _block_counts(label, image, origin, halo_lo, core, stride, spec, air):
+    """One task: counts of one block and the digest of its core label bytes."""
+    label = np.asarray(label, dtype=np.uint8) if label.dtype != np.uint8 else label
+    cell0, counts, invalid = count_cells(
+        label, image, origin=origin, stride=stride, halo_lo=halo_lo, core_shape=core,
+        foreground=spec[0], background=spec[1], ignore=spec[2], air_threshold=air)
+    sl = tuple(slice(h, h + c) for h, c in zip(halo_lo, core, strict=True))
+    digest = hashlib.blake2b(np.ascontiguousarray(label[sl]).data, digest_size=16).digest()
+    return origin, cell0, counts, invalid, digest
+
+
+def _splits(start: int, stop: int, step: int) -> list[int]:
+    return [min(step, stop - s) for s in range(start, stop, step)]
+
+
+def _slab_tasks(src: VolumeSource, z0: int, z1: int, block: tuple[int, int, int],
+                params: IndexParams) -> list[Any]:
+    """Delayed block tasks for voxel planes [z0, z1) of one volume."""
+    Z, Y, X = src.label.shape
+    lo, hi = int(z0 > 0), int(z1 < Z)
+    zc = _splits(z0, z1, block[0])
+    yc, xc = _splits(0, Y, block[1]), _splits(0, X, block[2])
+    lab = src.label[z0 - lo:z1 + hi].rechunk(([1] * lo + zc + [1] * hi, yc, xc))
+    lab = da.overlap.overlap(lab, depth=1, boundary="none")
+    lab_blocks = lab.to_delayed()
+    img_blocks = None
+    if src.image is not None:
+        img_blocks = src.image[z0:z1].rechunk((zc, yc, xc)).to_delayed()
+    spec = params.label_spec
+    spec_t = (spec.foreground, spec.background, spec.ignore)
+    tasks = []
+    for i, zn in enumerate(zc):
+        oz = z0 + sum(zc[:i])
+        for j, yn in enumerate(yc):
+            oy = sum(yc[:j])
+            for k, xn in enumerate(xc):
+                ox = sum(xc[:k])
+                origin = (oz, oy, ox)
+                halo = (int(oz > 0), int(oy > 0), int(ox > 0))
+                img = None if img_blocks is None else img_blocks[i, j, k]
+                tasks.append(dask.delayed(_block_counts, pure=True)(
+                    lab_blocks[i + lo, j, k], img, origin, halo, (zn, yn, xn),
+                    params.stride, spec_t, params.air_threshold,
+                    dask_key_name=f"{_TASK_PREFIX}-{src.volume_id}-{oz}-{oy}-{ox}"))
+    return tasks
+
+
+class _TickBar(Callback):
+    """Advance a progress callable each time a block task finishes (local schedulers)."""
+
+    def __init__(self, tick: Callable[[], None]) -> None:
+        super().__init__()
+        self._tick = tick
+
+    def _posttask(self, key, result, dsk, state, worker_id):  # noqa: D401 - dask hook
+        if isinstance(key, str) and key.startswith(_TASK_PREFIX):
+            self._tick()
+
+
+def _run(tasks: list[Any], client: Any, num_workers: int | None,
+         tick: Callable[[], None]) -> list[Any]:
+    if client is not None:
+        from distributed import as_completed
+
+        futures = client.compute(tasks)
+        for _ in as_completed(futures):
+            tick()
+        results = client.gather(futures)
+        del futures
+        return results
+    with _TickBar(tick):
+        return list(dask.compute(*tasks, scheduler="threads", num_workers=num_workers))
+
+
+def _patch_columns(cells: np.ndarray, shape: tuple[int, ...], params: IndexParams
+                   ) -> dict[str, np.ndarray]:
+    """Box sums of (P/S)^3 cells at every grid corner whose patch fits in the volume."""
+    P, S = params.patch_size, params.stride
+    n = [(d - p) // s + 1 for d, p, s in zip(shape, P, S, strict=True)]
+    p = [pp // s for pp, s in zip(P, S, strict=True)]
+    sat = np.zeros((cells.shape[0],) + tuple(c + 1 for c in cells.shape[1:]), np.int64)
+    sat[:, 1:, 1:, 1:] = cells.cumsum(1).cumsum(2).cumsum(3)
+    box = np.zeros((cells.shape[0], *n), np.int64)
+    for corner in np.ndindex(2, 2, 2):  # inclusion-exclusion over the 8 SAT corners
+        sl = tuple(slice(pi, pi + ni) if c else slice(0, ni)
+                   for c, pi, ni in zip(corner, p, n, strict=True))
+        box += (-1) ** (3 - sum(corner)) * sat[(slice(None),) + sl]
+    gdtype = np.uint16 if max(n) < 2**16 else np.uint32
+    grid = np.meshgrid(*[np.arange(k, dtype=gdtype) for k in n], indexing="ij")
+    cols = {name: g.ravel() for name, g in zip(("gz", "gy", "gx"), grid, strict=True)}
+    for c, name in enumerate(COUNT_COLUMNS):
+        cols[name] = box[c].ravel().astype(np.int32)
+    return cols
+
+
+def build_index(
+    source: VolumeStore | Sequence[VolumeSource],
+    patch_size: int | tuple[int, int, int],
+    stride: int | tuple[int, int, int] | None = None,
+    *,
+    label_spec: LabelSpec | None = None,
+    air_threshold: int = 0,
+    previous: PatchIndex | None = None,
+    block: tuple[int, int, int] = DEFAULT_BLOCK,
+    client: Any = None,
+    num_workers: int | None = None,
+    strict: bool = False,
+    progress: bool = True,
+) -> PatchIndex:
+    """Index every volume of a store (or explicit ``VolumeSource`` s).
+
+    Args:
+        patch_size: patch side(s) P; ``stride`` S defaults to P // 2 and must divide P.
+        air_threshold: image values above it count as tissue (in-scroll).
+        previous: an earlier index; volumes it holds unchanged are copied, not re-read.
+        block: task block shape in voxels (per task memory ~ a few blocks).
+        client: a ``distributed.Client``; None runs on local threads (``num_workers``).
+        strict: a volume smaller than the patch is an error instead of a warning.
+    """
+    from tqdm.auto import tqdm
+
+    P = (patch_size,) * 3 if isinstance(patch_size, int) else tuple(patch_size)
+    if stride is None:
+        stride = tuple(max(p // 2, 1) for p in P)
+    S = (stride,) * 3 if isinstance(stride, int) else tuple(stride)
+    if isinstance(source, VolumeStore):
+        label_spec = source.label_spec
+        sources = sources_from_store(source)
+    else:
+        sources = list(source)
+    params = IndexParams(P, S, label_spec or LabelSpec(), int(air_threshold))  # type: ignore
+
+    reusable = previous is not None and previous.params == params
+    fresh, skipped, reused = [], [], []
+    for src in sources:
+        if src.label.ndim != 3:
+            raise ValueError(f"volume {src.volume_id}: label must be 3-D, got {src.label.shape}")
+        if src.image is not None and src.image.shape != src.label.shape:
+            raise ValueError(f"volume {src.volume_id}: image {src.image.shape} and label "
+                             f"{src.label.shape} differ in shape")
+        if any(d < p for d, p in zip(src.label.shape, P, strict=True)):
+            msg = (f"volume {src.volume_id} of shape {src.label.shape} is smaller than the "
+                   f"patch {P}")
+            if strict:
+                raise ValueError(msg + " (strict)")
+            warnings.warn(msg + "; skipped", SmallVolumeWarning, stacklevel=2)
+            skipped.append(src.volume_id)
+            continue
+        prev = previous.volumes.get(src.volume_id) if reusable and previous else None
+        if prev and src.generation and prev.get("generation") == src.generation:
+            reused.append(src)
+        else:
+            fresh.append(src)
+
+    # plan: (volume, slab) units, batched so a batch stays under a bounded number of blocks
+    nblocks = lambda s, z0, z1: (  # noqa: E731
+        len(_splits(z0, z1, block[0])) * len(_splits(0, s.label.shape[1], block[1]))
+        * len(_splits(0, s.label.shape[2], block[2])))
+    units = []
+    for src in fresh:
+        per_plane = max(nblocks(src, 0, min(block[0], src.label.shape[0])), 1)
+        slab = block[0] * max(1, _MAX_BLOCKS_PER_BATCH // per_plane)
+        for z0 in range(0, src.label.shape[0], slab):
+            units.append((src, z0, min(z0 + slab, src.label.shape[0])))
+    total_blocks = sum(nblocks(s, z0, z1) for s, z0, z1 in units)
+
+    cells: dict[str, np.ndarray] = {}
+    invalid: dict[str, int] = {}
+    digests: dict[str, list[tuple[tuple[int, int, int], bytes]]] = {}
+    for src in fresh:
+        shape = src.label.shape
+        cells[src.volume_id] = np.zeros(
+            (N_CHANNELS,) + tuple(-(-d // s) for d, s in zip(shape, S, strict=True)), np.int64)
+        invalid[src.volume_id], digests[src.volume_id] = 0, []
+    with tqdm(total=total_blocks, desc="index", unit="block", disable=not progress) as bar:
+        batch: list[tuple[VolumeSource, int, int]] = []
+        pending = 0
+        for unit_no, unit in enumerate(units + [None]):  # type: ignore[list-item]
+            if unit is not None:
+                batch.append(unit)
+                pending += nblocks(*unit)
+                if pending < _MAX_BLOCKS_PER_BATCH and unit_no + 1 < len(units):
+                    continue
+            if not batch:
+                break
+            owners, tasks = [], []
+            for src, z0, z1 in batch:
+                t = _slab_tasks(src, z0, z1, block, params)
+                tasks += t
+                owners += [src.volume_id] * len(t)
+            for vid, (origin, cell0, counts, bad, digest) in zip(
+                    owners, _run(tasks, client, num_workers, bar.update), strict=True):
+                sl = tuple(slice(c, c + n) for c, n in zip(cell0, counts.shape[1:], strict=True))
+                cells[vid][(slice(None),) + sl] += counts
+                invalid[vid] += bad
+                digests[vid].append((origin, digest))
+            batch, pending = [], 0
+
+    for vid, bad in invalid.items():
+        if bad:
+            spec = params.label_spec
+            raise ValueError(f"volume {vid}: {bad} label values outside the label spec "
+                             f"(background={spec.background}, foreground={spec.foreground}, "
+                             f"ignore={spec.ignore})")
+
+    # assemble rows volume by volume, in source order
+    by_id = {s.volume_id: s for s in fresh + reused}
+    reused_ids = {s.volume_id for s in reused}
+    columns: dict[str, list[np.ndarray]] = {}
+    volumes: dict[str, dict[str, Any]] = {}
+    for code, vid in enumerate(v for v in (s.volume_id for s in sources) if v in by_id):
+        src = by_id[vid]
+        if vid in reused_ids:
+            assert previous is not None
+            cols = {k: v[previous.rows_of(vid)] for k, v in previous.columns.items()}
+            entry = dict(previous.volumes[vid])
+        else:
+            cols = _patch_columns(cells[vid], src.label.shape, params)
+            c = cells[vid].sum(axis=(1, 2, 3))
+            h = hashlib.blake2b(digest_size=16)
+            for origin, d in sorted(digests[vid]):
+                h.update(np.asarray(origin, np.int64).tobytes() + d)
+            entry = {
+                "shape": list(src.label.shape), "scroll_id": src.scroll_id,
+                "generation": src.generation, "fingerprint": h.hexdigest(),
+                "block": list(block),
+                "totals": {"voxels": int(np.prod(src.label.shape)),
+                           **{name: int(c[i]) for i, name in enumerate(COUNT_COLUMNS)}},
+            }
+        cols["volume"] = np.full(len(cols["gz"]), code, np.uint16 if code < 2**16 else np.uint32)
+        for k, v in cols.items():
+            columns.setdefault(k, []).append(v)
+        volumes[vid] = entry
+    if not volumes:
+        raise ValueError("no volume could be indexed (all smaller than the patch, or none given)")
+    merged = {k: np.concatenate(v) for k, v in columns.items()}
+    if merged["volume"].dtype != np.uint16 and len(volumes) < 2**16:
+        merged["volume"] = merged["volume"].astype(np.uint16)
+    dropped = sorted(set(previous.volumes) - set(volumes)) if previous is not None else []
+    meta = {"version": __version__, "build": {
+        "built": [s.volume_id for s in fresh], "reused": [s.volume_id for s in reused],
+        "skipped_small": skipped, "dropped": dropped,
+        "rebuilt_all_because": (None if previous is None or reusable
+                                else "parameters differ from the previous index")}}
+    return PatchIndex(merged, params, volumes, meta)
