@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import zarr.storage
 
 from vesuvius_data import VolumeStore
 from vesuvius_data.synthetic import make_volume
@@ -24,3 +25,19 @@ def store(tmp_path, small_pair) -> VolumeStore:
     img_b, lab_b = make_volume((32, 40, 48), seed=4)
     s.add_volume("vol_b", img_b, lab_b, scroll_id="s2")
     return s
+
+
+class CountingStore(zarr.storage.WrapperStore):
+    """Counts reads of chunk keys (zarr v3 chunk keys contain '/c/')."""
+
+    def __init__(self, store):
+        super().__init__(store)
+        self.chunk_reads: list[str] = []
+
+    async def get(self, key, prototype, byte_range=None):
+        if "/c/" in key:
+            self.chunk_reads.append(key)
+        return await self._store.get(key, prototype, byte_range)
+
+    def volumes_read(self, role: str = "label") -> set[str]:
+        return {k.split("/")[1] for k in self.chunk_reads if f"/{role}/c/" in k}

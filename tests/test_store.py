@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import zarr
 import zarr.storage
+from conftest import CountingStore
 
 from vesuvius_data import VolumeStore
 from vesuvius_data.synthetic import make_volume
@@ -116,19 +117,6 @@ def test_crash_during_overwrite_unpublishes_first(tmp_path, store, small_pair, m
         store.add_volume("vol_a", image, label, overwrite=True)
     monkeypatch.undo()
     assert VolumeStore.open(tmp_path / "store.zarr").ids() == ["vol_b"]
-
-
-class CountingStore(zarr.storage.WrapperStore):
-    """Counts reads of chunk keys (zarr v3 chunk keys contain '/c/')."""
-
-    def __init__(self, store):
-        super().__init__(store)
-        self.chunk_reads: list[str] = []
-
-    async def get(self, key, prototype, byte_range=None):
-        if "/c/" in key:
-            self.chunk_reads.append(key)
-        return await self._store.get(key, prototype, byte_range)
 
 
 def test_lazy_access_reads_only_touched_chunks(tmp_path, store):

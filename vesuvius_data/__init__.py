@@ -6,7 +6,6 @@ from .labels import LabelCensus, LabelSpec, count_labels
 from .patch_index import PatchIndex
 from .store import DEFAULT_CHUNKS, VolumeInfo, VolumeStore
 
-
 __all__ = [
     "DEFAULT_CHUNKS",
     "LabelCensus",

@@ -2,14 +2,15 @@
 
 Data flow for one volume::
 
-    label (+ image) dask arrays --rechunk to blocks--> overlap by one voxel (exact boundary test)
-      --> per block: _kernels.count_cells -> small per-cell counts + blake2b of the label bytes
+    label (+ image) dask arrays --rechunk to task blocks (each zarr chunk read once)-->
+      count_block: numba cell counts, blake2b of the label bytes, packed face bit planes
+      --> correct_block: boundary voxels whose background neighbour is across a face
       --> client: add block counts into the volume's cell grid (S^3 times smaller than the data)
       --> summed-area table over cells -> one row per patch corner on the stride grid
 
-Only cell grids travel back to the client. Volumes are cut into slabs of blocks along z so the
-task graph, and the memory each worker holds, stay bounded whatever the volume size; a slab
-reads one extra voxel plane on each side for its halo.
+Only cell grids travel back to the client; a finished block leaves a few KB of face planes on
+its worker until its neighbours are corrected, so memory stays bounded by a few blocks per
+worker whatever the volume size (see ``block_counts``).
 
 Incremental: a volume whose store ``generation`` token equals the one recorded in the previous
 index is not read again; its rows are copied. New volumes are built, removed ones dropped.
@@ -28,8 +29,9 @@ import dask.array as da
 import numpy as np
 from dask.callbacks import Callback
 
+from ._kernels import N_CHANNELS
 from ._version import __version__
-from ._kernels import N_CHANNELS, count_cells
+from .block_counts import FACES, correct_block, count_block
 from .labels import LabelSpec
 from .patch_index import COUNT_COLUMNS, IndexParams, PatchIndex
 from .store import VolumeStore
@@ -38,7 +40,7 @@ __all__ = ["VolumeSource", "SmallVolumeWarning", "build_index", "sources_from_st
            "DEFAULT_BLOCK"]
 
 #: task block: 8 chunks of 64^3; big enough that per-task overhead is small, small enough that
-#: a worker holds a few MB per task
+#: a worker holds a few MB per task (use 256^3 at scroll scale to keep the graph small)
 DEFAULT_BLOCK: tuple[int, int, int] = (128, 128, 128)
 _TASK_PREFIX = "vd-cells"
 _MAX_BLOCKS_PER_BATCH = 2048
@@ -59,60 +61,49 @@ class VolumeSource:
     generation: str | None = None  # changes whenever the volume's data are rewritten
 
 
-def sources_from_store(store: VolumeStore, volume_ids: Sequence[str] | None = None
-                       ) -> list[VolumeSource]:
+def sources_from_store(store: VolumeStore, volume_ids: Sequence[str] | None = None,
+                       block: tuple[int, int, int] | None = None) -> list[VolumeSource]:
+    """Sources for a store's volumes; dask chunks of ``block`` so each task reads its block
+    from zarr in one call (instead of one task per zarr chunk plus a merge)."""
     out = []
     for vid in volume_ids if volume_ids is not None else store.ids():
         info = store.info(vid)
-        out.append(VolumeSource(vid, store.label(vid), store.image(vid), info.scroll_id,
-                                info.generation))
+        out.append(VolumeSource(vid, store.label(vid, block), store.image(vid, block),
+                                info.scroll_id, info.generation))
     return out
-
-
-def _block_counts(label, image, origin, halo_lo, core, stride, spec, air):
-    """One task: counts of one block and the digest of its core label bytes."""
-    label = np.asarray(label, dtype=np.uint8) if label.dtype != np.uint8 else label
-    cell0, counts, invalid = count_cells(
-        label, image, origin=origin, stride=stride, halo_lo=halo_lo, core_shape=core,
-        foreground=spec[0], background=spec[1], ignore=spec[2], air_threshold=air)
-    sl = tuple(slice(h, h + c) for h, c in zip(halo_lo, core, strict=True))
-    digest = hashlib.blake2b(np.ascontiguousarray(label[sl]).data, digest_size=16).digest()
-    return origin, cell0, counts, invalid, digest
 
 
 def _splits(start: int, stop: int, step: int) -> list[int]:
     return [min(step, stop - s) for s in range(start, stop, step)]
 
 
-def _slab_tasks(src: VolumeSource, z0: int, z1: int, block: tuple[int, int, int],
-                params: IndexParams) -> list[Any]:
-    """Delayed block tasks for voxel planes [z0, z1) of one volume."""
-    Z, Y, X = src.label.shape
-    lo, hi = int(z0 > 0), int(z1 < Z)
-    zc = _splits(z0, z1, block[0])
-    yc, xc = _splits(0, Y, block[1]), _splits(0, X, block[2])
-    lab = src.label[z0 - lo:z1 + hi].rechunk(([1] * lo + zc + [1] * hi, yc, xc))
-    lab = da.overlap.overlap(lab, depth=1, boundary="none")
-    lab_blocks = lab.to_delayed()
-    img_blocks = None
-    if src.image is not None:
-        img_blocks = src.image[z0:z1].rechunk((zc, yc, xc)).to_delayed()
+def _volume_tasks(src: VolumeSource, block: tuple[int, int, int], params: IndexParams
+                  ) -> list[Any]:
+    """Delayed per-block results (counted and boundary-corrected) of one volume."""
+    chunks = tuple(_splits(0, n, b) for n, b in zip(src.label.shape, block, strict=True))
+    lab_blocks = src.label.rechunk(chunks).to_delayed()
+    img_blocks = None if src.image is None else src.image.rechunk(chunks).to_delayed()
     spec = params.label_spec
     spec_t = (spec.foreground, spec.background, spec.ignore)
+    starts = [np.concatenate([[0], np.cumsum(c)[:-1]]).astype(int).tolist() for c in chunks]
+    vid = src.volume_id
+    counted = {}
+    for ijk in np.ndindex(*lab_blocks.shape):
+        origin = tuple(starts[a][ijk[a]] for a in range(3))
+        img = None if img_blocks is None else img_blocks[ijk]
+        counted[ijk] = dask.delayed(count_block, pure=True)(
+            lab_blocks[ijk], img, origin, params.stride, spec_t, params.air_threshold,
+            dask_key_name=f"vd-block-{vid}-" + "-".join(map(str, ijk)))
     tasks = []
-    for i, zn in enumerate(zc):
-        oz = z0 + sum(zc[:i])
-        for j, yn in enumerate(yc):
-            oy = sum(yc[:j])
-            for k, xn in enumerate(xc):
-                ox = sum(xc[:k])
-                origin = (oz, oy, ox)
-                halo = (int(oz > 0), int(oy > 0), int(ox > 0))
-                img = None if img_blocks is None else img_blocks[i, j, k]
-                tasks.append(dask.delayed(_block_counts, pure=True)(
-                    lab_blocks[i + lo, j, k], img, origin, halo, (zn, yn, xn),
-                    params.stride, spec_t, params.air_threshold,
-                    dask_key_name=f"{_TASK_PREFIX}-{src.volume_id}-{oz}-{oy}-{ox}"))
+    for ijk, task in counted.items():
+        neighbours = []
+        for axis, side in FACES:
+            n = list(ijk)
+            n[axis] += -1 if side == 0 else 1
+            neighbours.append(counted.get(tuple(n)))
+        tasks.append(dask.delayed(correct_block, pure=True)(
+            task, *neighbours, stride=params.stride,
+            dask_key_name=f"{_TASK_PREFIX}-{vid}-" + "-".join(map(str, ijk))))
     return tasks
 
 
@@ -196,7 +187,7 @@ def build_index(
     S = (stride,) * 3 if isinstance(stride, int) else tuple(stride)
     if isinstance(source, VolumeStore):
         label_spec = source.label_spec
-        sources = sources_from_store(source)
+        sources = sources_from_store(source, block=block)
     else:
         sources = list(source)
     params = IndexParams(P, S, label_spec or LabelSpec(), int(air_threshold))  # type: ignore
@@ -223,49 +214,38 @@ def build_index(
         else:
             fresh.append(src)
 
-    # plan: (volume, slab) units, batched so a batch stays under a bounded number of blocks
-    nblocks = lambda s, z0, z1: (  # noqa: E731
-        len(_splits(z0, z1, block[0])) * len(_splits(0, s.label.shape[1], block[1]))
-        * len(_splits(0, s.label.shape[2], block[2])))
-    units = []
-    for src in fresh:
-        per_plane = max(nblocks(src, 0, min(block[0], src.label.shape[0])), 1)
-        slab = block[0] * max(1, _MAX_BLOCKS_PER_BATCH // per_plane)
-        for z0 in range(0, src.label.shape[0], slab):
-            units.append((src, z0, min(z0 + slab, src.label.shape[0])))
-    total_blocks = sum(nblocks(s, z0, z1) for s, z0, z1 in units)
+    # one dask computation per batch of whole volumes, bounded in blocks
+    def n_blocks(src: VolumeSource) -> int:
+        return int(np.prod([len(_splits(0, n, b)) for n, b in
+                            zip(src.label.shape, block, strict=True)]))
 
+    batches: list[list[VolumeSource]] = []
+    for src in fresh:
+        if not batches or sum(map(n_blocks, batches[-1])) + n_blocks(src) > _MAX_BLOCKS_PER_BATCH:
+            batches.append([])
+        batches[-1].append(src)
     cells: dict[str, np.ndarray] = {}
     invalid: dict[str, int] = {}
     digests: dict[str, list[tuple[tuple[int, int, int], bytes]]] = {}
     for src in fresh:
-        shape = src.label.shape
-        cells[src.volume_id] = np.zeros(
-            (N_CHANNELS,) + tuple(-(-d // s) for d, s in zip(shape, S, strict=True)), np.int64)
+        cells[src.volume_id] = np.zeros((N_CHANNELS,) + tuple(
+            -(-d // s) for d, s in zip(src.label.shape, S, strict=True)), np.int64)
         invalid[src.volume_id], digests[src.volume_id] = 0, []
-    with tqdm(total=total_blocks, desc="index", unit="block", disable=not progress) as bar:
-        batch: list[tuple[VolumeSource, int, int]] = []
-        pending = 0
-        for unit_no, unit in enumerate(units + [None]):  # type: ignore[list-item]
-            if unit is not None:
-                batch.append(unit)
-                pending += nblocks(*unit)
-                if pending < _MAX_BLOCKS_PER_BATCH and unit_no + 1 < len(units):
-                    continue
-            if not batch:
-                break
+    with tqdm(total=sum(map(n_blocks, fresh)), desc="index", unit="block",
+              disable=not progress) as bar:
+        for batch in batches:
             owners, tasks = [], []
-            for src, z0, z1 in batch:
-                t = _slab_tasks(src, z0, z1, block, params)
+            for src in batch:
+                t = _volume_tasks(src, block, params)
                 tasks += t
                 owners += [src.volume_id] * len(t)
-            for vid, (origin, cell0, counts, bad, digest) in zip(
-                    owners, _run(tasks, client, num_workers, bar.update), strict=True):
-                sl = tuple(slice(c, c + n) for c, n in zip(cell0, counts.shape[1:], strict=True))
-                cells[vid][(slice(None),) + sl] += counts
-                invalid[vid] += bad
-                digests[vid].append((origin, digest))
-            batch, pending = [], 0
+            for vid, r in zip(owners, _run(tasks, client, num_workers, bar.update),
+                              strict=True):
+                sl = tuple(slice(c, c + n) for c, n in zip(r.cell0, r.counts.shape[1:],
+                                                           strict=True))
+                cells[vid][(slice(None),) + sl] += r.counts
+                invalid[vid] += r.invalid
+                digests[vid].append((r.origin, r.digest))
 
     for vid, bad in invalid.items():
         if bad:

@@ -29,7 +29,7 @@ def summarize(index: PatchIndex) -> dict[str, Any]:
         weights = None
     rows_per_scroll = Counter()
     counts = np.bincount(index.volume, minlength=len(index.volumes))
-    for code, (vid, v) in enumerate(index.volumes.items()):
+    for code, v in enumerate(index.volumes.values()):
         rows_per_scroll[v.get("scroll_id") or "-"] += int(counts[code])
     return {
         "rows": len(index),

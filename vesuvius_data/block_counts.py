@@ -1,0 +1,121 @@
+"""Per-block work of the index build, with an exact boundary count and no halo reads.
+
+The boundary count asks, for each surface voxel, whether one of its 6 neighbours is background.
+A neighbour across a block face lives in another block. Reading a one-voxel halo would decode
+the neighbouring zarr chunks again (up to 7x the reads), and dask's ``overlap`` keeps whole
+blocks alive until every neighbour is done. Instead each block task returns, besides its cell
+counts, two bit planes per face:
+
+- ``pending``: surface voxels on the face that no in-block neighbour marks as boundary;
+- ``bg``: background voxels on the face.
+
+A second, tiny task per block ORs, for each of its faces, its pending plane with the facing
+neighbour's ``bg`` plane, into one shell mask (so a voxel on an edge or corner counts once),
+and adds those voxels to the boundary channel of their cells. Blocks hold nothing but a few
+KB of planes once counted, so memory stays bounded whatever the volume size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from ._kernels import CHANNELS, count_cells
+
+__all__ = ["BlockResult", "count_block", "correct_block", "FACES"]
+
+#: (axis, side): side 0 is the low face (index 0), side 1 the high face (index -1)
+FACES: tuple[tuple[int, int], ...] = tuple((a, s) for a in range(3) for s in (0, 1))
+_BOUNDARY = CHANNELS.index("boundary")
+
+
+class BlockResult(NamedTuple):
+    origin: tuple[int, int, int]
+    shape: tuple[int, int, int]
+    cell0: tuple[int, int, int]
+    counts: np.ndarray  # (channels, cz, cy, cx) int64
+    invalid: int
+    digest: bytes
+    faces: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]]  # packed (pending, bg)
+
+
+def _plane(a: np.ndarray, axis: int, index: int) -> np.ndarray:
+    return np.take(a, index, axis=axis)
+
+
+def _face_planes(label: np.ndarray, fg: int, bg: int) -> dict[tuple[int, int], Any]:
+    """Packed (pending, bg) bit planes of the six faces."""
+    faces = {}
+    for axis, side in FACES:
+        n = label.shape[axis]
+        plane = _plane(label, axis, 0 if side == 0 else n - 1)
+        is_bg = plane == bg
+        touch = np.zeros_like(is_bg)
+        touch[1:, :] |= is_bg[:-1, :]
+        touch[:-1, :] |= is_bg[1:, :]
+        touch[:, 1:] |= is_bg[:, :-1]
+        touch[:, :-1] |= is_bg[:, 1:]
+        if n > 1:
+            touch |= _plane(label, axis, 1 if side == 0 else n - 2) == bg
+        pending = (plane == fg) & ~touch
+        faces[(axis, side)] = (np.packbits(pending), np.packbits(is_bg))
+    return faces
+
+
+def count_block(label: Any, image: Any, origin: tuple[int, int, int],
+                stride: tuple[int, int, int], spec: tuple[int, int, int],
+                air: int) -> BlockResult:
+    """Task one: cell counts of a block (faces seen as non-background), its digest, its faces.
+
+    ``spec`` is (foreground, background, ignore).
+    """
+    label = np.ascontiguousarray(label, dtype=np.uint8)
+    image = None if image is None else np.ascontiguousarray(image)
+    fg, bg, ignore = spec
+    cell0, counts, invalid = count_cells(label, image, origin=origin, stride=stride,
+                                         foreground=fg, background=bg, ignore=ignore,
+                                         air_threshold=air)
+    digest = hashlib.sha256(label.data).digest()[:16]  # SHA-NI: 2.4x faster than blake2b
+    return BlockResult(tuple(origin), label.shape, cell0, counts, invalid, digest,  # type: ignore
+                       _face_planes(label, fg, bg))
+
+
+def _unpack(bits: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    n = int(np.prod(shape))
+    return np.unpackbits(bits, count=n).astype(bool).reshape(shape)
+
+
+def correct_block(block: BlockResult, *neighbours: BlockResult | None,
+                  stride: tuple[int, int, int]) -> BlockResult:
+    """Task two: add boundary voxels whose background neighbour is across a face.
+
+    ``neighbours`` are the blocks facing ``FACES`` in order (None at the volume's faces).
+    Returns the block's result with corrected counts and without face planes.
+    """
+    shape = block.shape
+    hit = None
+    for (axis, side), nb in zip(FACES, neighbours, strict=True):
+        if nb is None:
+            continue
+        plane_shape = tuple(s for i, s in enumerate(shape) if i != axis)
+        pending = _unpack(block.faces[(axis, side)][0], plane_shape)
+        if not pending.any():
+            continue
+        their_bg = _unpack(nb.faces[(axis, 1 - side)][1], plane_shape)
+        touched = pending & their_bg
+        if touched.any():
+            if hit is None:
+                hit = np.zeros(shape, bool)
+            index = [slice(None)] * 3
+            index[axis] = 0 if side == 0 else shape[axis] - 1  # type: ignore[call-overload]
+            hit[tuple(index)] |= touched
+    counts = block.counts
+    if hit is not None:
+        counts = counts.copy()
+        zyx = np.nonzero(hit)
+        cells = [(np.asarray(o) + c) // s - c0 for o, c, s, c0 in
+                 zip(block.origin, zyx, stride, block.cell0, strict=True)]
+        np.add.at(counts[_BOUNDARY], tuple(cells), 1)
+    return block._replace(counts=counts, faces={})
