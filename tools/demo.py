@@ -5,6 +5,7 @@
 Stages (each resumable: rerun it and finished work is skipped):
   1. generate synthetic scroll volumes in the competition layout   -> OUT/competition/
   2. ingest them into a VolumeStore and print the label census       -> OUT/store.zarr
+  3. build the patch index (incremental) and print what it says      -> OUT/store.zarr.index_*.npz
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as `python tools/demo.py`: make `tools` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tools import ingest, synth  # noqa: E402
+from tools import index, ingest, synth  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--volumes", type=int, default=4)
     parser.add_argument("--shape", type=int, default=320, help="side of the cubic volumes")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--patch-size", type=int, default=128)
     args = parser.parse_args(argv)
 
     src, store = args.out / "competition", args.out / "store.zarr"
@@ -40,7 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     rc = ingest.main([str(src), str(store)])
     if rc:
         return rc
-    return 0
+    print(f"\n== 3. patch index (patch {args.patch_size}, stride {args.patch_size // 2})")
+    return index.main([str(store), "--patch-size", str(args.patch_size),
+                       "--report", str(args.out / "index_report.png")])
 
 
 if __name__ == "__main__":

@@ -9,9 +9,9 @@ counts, two bit planes per face:
 - ``pending``: surface voxels on the face that no in-block neighbour marks as boundary;
 - ``bg``: background voxels on the face.
 
-A second, tiny task per block ORs, for each of its faces, its pending plane with the facing
-neighbour's ``bg`` plane, into one shell mask (so a voxel on an edge or corner counts once),
-and adds those voxels to the boundary channel of their cells. Blocks hold nothing but a few
+A second, tiny task per block ANDs, for each of its faces, its pending plane with the facing
+neighbour's ``bg`` plane, unites the hits of all faces (so a voxel on an edge or corner counts
+once) and adds them to the boundary channel of their cells. Blocks hold nothing but a few
 KB of planes once counted, so memory stays bounded whatever the volume size.
 """
 
@@ -95,7 +95,7 @@ def correct_block(block: BlockResult, *neighbours: BlockResult | None,
     Returns the block's result with corrected counts and without face planes.
     """
     shape = block.shape
-    hit = None
+    hits = []  # flat indices into the block of boundary voxels found across faces
     for (axis, side), nb in zip(FACES, neighbours, strict=True):
         if nb is None:
             continue
@@ -103,19 +103,17 @@ def correct_block(block: BlockResult, *neighbours: BlockResult | None,
         pending = _unpack(block.faces[(axis, side)][0], plane_shape)
         if not pending.any():
             continue
-        their_bg = _unpack(nb.faces[(axis, 1 - side)][1], plane_shape)
-        touched = pending & their_bg
-        if touched.any():
-            if hit is None:
-                hit = np.zeros(shape, bool)
-            index = [slice(None)] * 3
-            index[axis] = 0 if side == 0 else shape[axis] - 1  # type: ignore[call-overload]
-            hit[tuple(index)] |= touched
+        touched = np.nonzero(pending & _unpack(nb.faces[(axis, 1 - side)][1], plane_shape))
+        if touched[0].size:
+            coords = list(touched)
+            coords.insert(axis, np.full(touched[0].size, 0 if side == 0 else shape[axis] - 1))
+            hits.append(np.ravel_multi_index(tuple(coords), shape))
     counts = block.counts
-    if hit is not None:
-        counts = counts.copy()
-        zyx = np.nonzero(hit)
-        cells = [(np.asarray(o) + c) // s - c0 for o, c, s, c0 in
+    if hits:
+        # a voxel on an edge or corner can be reached across several faces: count it once
+        zyx = np.unravel_index(np.unique(np.concatenate(hits)), shape)
+        cells = [(o + c) // s - c0 for o, c, s, c0 in
                  zip(block.origin, zyx, stride, block.cell0, strict=True)]
+        counts = counts.copy()
         np.add.at(counts[_BOUNDARY], tuple(cells), 1)
     return block._replace(counts=counts, faces={})
