@@ -3,6 +3,7 @@
 from ._version import __version__
 from .index_build import VolumeSource, build_index
 from .labels import LabelCensus, LabelSpec, count_labels
+from .loader import make_loader
 from .patch_index import PatchIndex
 from .store import DEFAULT_CHUNKS, VolumeInfo, VolumeStore
 
@@ -16,5 +17,6 @@ __all__ = [
     "VolumeStore",
     "build_index",
     "count_labels",
+    "make_loader",
     "__version__",
 ]

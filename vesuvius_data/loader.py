@@ -1,0 +1,273 @@
+"""The fast loader: a strategy chooses index rows in the main process, workers read windows.
+
+- ``RowSampler`` (a ``torch.utils.data.Sampler``) lives in the main process. It draws rows from
+  the strategy in small windows, so hard-negative feedback (``strategy.update``) steers the
+  next draws with no cross-process state, sorts each window by position so patches that share
+  chunks are read together, and gives every item its own seed. Everything follows from
+  ``(seed, epoch)``: runs reproduce with any number of workers, fork or spawn.
+- ``PatchDataset`` (map-style) reads only the patch windows (image, label, and any extra roles
+  such as stored derived targets) through a per-worker ``WindowCache`` of decoded chunks.
+
+Item: ``image`` float32 (1, P, P, P), z-scored per patch (mean 0, std 1 over the patch; a flat
+patch becomes all zeros) or, with ``normalize="unit"``, scaled to [0, 1] by its dtype's maximum;
+``label`` uint8 (1, P, P, P) with the ignore value kept; ``row`` (index row), ``location``
+(z, y, x corner) and ``decoded_bytes`` (chunk bytes this item decoded, for read amplification).
+Nothing here assumes Vesuvius ids or label values beyond the store's ``LabelSpec``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numba
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from .chunk_reader import WindowCache
+from .patch_index import PatchIndex
+from .sampling import Strategy, make_strategy
+from .store import VolumeStore
+
+__all__ = ["RowSampler", "PatchDataset", "PatchLoader", "make_loader", "NORMALIZERS"]
+
+
+@numba.njit(nogil=True, cache=True)
+def _histogram(flat, bins):
+    h = np.zeros(bins, np.int64)
+    for v in flat:
+        h[v] += 1
+    return h
+
+
+@numba.njit(nogil=True, cache=True)
+def _apply_lut(flat, lut, out):
+    for i in range(flat.shape[0]):
+        out[i] = lut[flat[i]]
+
+
+def _zscore(x: np.ndarray) -> np.ndarray:
+    """(x - mean) / std over the patch, float32; all zeros for a flat patch.
+
+    Integer images go through a histogram and a lookup table: one pass to count, one gather
+    to write, exact to float32 rounding (``test_zscore_fast_path_equals_numpy``).
+    """
+    if x.dtype in (np.uint8, np.uint16):
+        bins = 256 if x.dtype == np.uint8 else 65536
+        h = _histogram(x.ravel(), bins).astype(np.float64)
+        values = np.arange(bins, dtype=np.float64)
+        n = h.sum()
+        mean = (h * values).sum() / n
+        var = (h * (values - mean) ** 2).sum() / n
+        if var <= 0:
+            return np.zeros(x.shape, np.float32)
+        lut = ((values - mean) / np.sqrt(var)).astype(np.float32)
+        out = np.empty(x.shape, np.float32)
+        _apply_lut(np.ascontiguousarray(x).ravel(), lut, out.ravel())
+        return out
+    x = x.astype(np.float32)
+    std = float(x.std())
+    return (x - float(x.mean())) / std if std > 0 else np.zeros_like(x)
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x.astype(np.float32) / float(np.iinfo(x.dtype).max)
+
+
+#: image normalisations by name
+NORMALIZERS: dict[str, Callable[[np.ndarray], np.ndarray]] = {"zscore": _zscore, "unit": _unit}
+
+
+class RowSampler(Sampler):
+    """Yields ``(row, item_seed)`` pairs: ``samples_per_epoch`` draws from ``strategy``.
+
+    Draws come ``window`` at a time, each window sorted by (volume, z, y, x). The epoch
+    advances on every pass; ``set_epoch`` sets it (for resuming).
+    """
+
+    def __init__(self, strategy: Strategy, samples_per_epoch: int, *, seed: int = 0,
+                 window: int = 32) -> None:
+        if samples_per_epoch < 1:
+            raise ValueError(f"samples_per_epoch must be >= 1, got {samples_per_epoch}")
+        self.strategy = strategy
+        self.samples_per_epoch = int(samples_per_epoch)
+        self.seed, self.window, self.epoch = int(seed), int(window), 0
+        index = strategy.index
+        self._order_key = np.lexsort((index.columns["gx"], index.columns["gy"],
+                                      index.columns["gz"], index.volume))
+        self._rank = np.empty(len(index), np.int64)
+        self._rank[self._order_key] = np.arange(len(index))
+
+    def __len__(self) -> int:
+        return self.samples_per_epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        self.epoch += 1
+        left = self.samples_per_epoch
+        while left > 0:
+            k = min(self.window, left)
+            rows = self.strategy.sample(rng, k)
+            seeds = rng.integers(0, 2**63 - 1, size=k)
+            order = np.argsort(self._rank[rows], kind="stable")
+            for i in order:
+                yield int(rows[i]), int(seeds[i])
+            left -= k
+
+
+class PatchDataset(Dataset):
+    """Reads the window of an index row from a store; picklable (workers reopen the store)."""
+
+    def __init__(self, store_location: str, index: PatchIndex, *,
+                 roles: tuple[str, ...] = ("image", "label"), normalize: str = "zscore",
+                 transforms: Callable[..., Any] | None = None,
+                 cache_bytes: int = 512 * 2**20) -> None:
+        if normalize not in NORMALIZERS:
+            raise ValueError(f"unknown normalize {normalize!r}; valid: "
+                             f"{', '.join(NORMALIZERS)}")
+        if "image" not in roles or "label" not in roles:
+            raise ValueError(f"roles must include image and label, got {roles}")
+        self.store_location = store_location
+        self.volume_ids = index.volume_ids
+        self.volume = index.volume
+        self.corners = index.corners
+        self.patch_size = index.params.patch_size
+        self.roles, self.normalize, self.transforms = tuple(roles), normalize, transforms
+        self.cache_bytes = int(cache_bytes)
+        self._cache: WindowCache | None = None
+        self._pid = -1
+
+    def __len__(self) -> int:
+        return len(self.volume)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return self.__dict__ | {"_cache": None, "_pid": -1}
+
+    def cache(self) -> WindowCache:
+        """This process's window cache (opened on first use, once per worker)."""
+        if self._cache is None or self._pid != os.getpid():
+            store = VolumeStore.open(self.store_location)
+            self._cache = WindowCache(store.zarr_array, self.cache_bytes)
+            self._pid = os.getpid()
+        return self._cache
+
+    def __getitem__(self, item: tuple[int, int] | int) -> dict[str, Any]:
+        row, seed = item if isinstance(item, tuple) else (int(item), 0)
+        cache = self.cache()
+        before = cache.decoded_bytes
+        vid = self.volume_ids[int(self.volume[row])]
+        corner = tuple(int(c) for c in self.corners[row])
+        arrays = {r: cache.window(vid, r, corner, self.patch_size) for r in self.roles}
+        out: dict[str, Any] = {
+            "image": torch.from_numpy(NORMALIZERS[self.normalize](arrays.pop("image"))[None]),
+            "label": torch.from_numpy(np.ascontiguousarray(arrays.pop("label"))[None]),
+        }
+        for role, data in arrays.items():
+            out[role] = torch.from_numpy(np.ascontiguousarray(data)[None])
+        if self.transforms is not None:
+            out = _apply_torchio(self.transforms, out, seed)
+        out |= {"row": row, "location": torch.tensor(corner),
+                "decoded_bytes": cache.decoded_bytes - before}
+        return out
+
+
+def _apply_torchio(transform: Callable[..., Any], item: dict[str, Any],
+                   seed: int) -> dict[str, Any]:
+    """Run a torchio transform on the item as a Subject, its randomness seeded by the item."""
+    import torchio as tio
+
+    images = {"image": tio.ScalarImage(tensor=item["image"]),
+              "label": tio.LabelMap(tensor=item["label"])}
+    for k, v in item.items():
+        if k not in images:
+            images[k] = tio.ScalarImage(tensor=v) if v.is_floating_point() else \
+                tio.LabelMap(tensor=v)
+    with torch.random.fork_rng(devices=[]):  # torchio draws from torch's global generator
+        torch.manual_seed(seed)
+        subject = transform(tio.Subject(**images))
+    return {k: subject[k].data for k in images}
+
+
+class PatchLoader:
+    """A DataLoader over a RowSampler, keeping hold of the strategy for feedback.
+
+    Iterate it for batches; call ``strategy.update(batch["row"], losses)`` for hard-negative
+    feedback; ``set_epoch`` to resume at an epoch.
+    """
+
+    def __init__(self, dataset: PatchDataset, sampler: RowSampler, loader: DataLoader) -> None:
+        self.dataset, self.sampler, self.loader = dataset, sampler, loader
+        self.strategy = sampler.strategy
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return iter(self.loader)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+
+def make_loader(
+    store: VolumeStore | str | os.PathLike[str],
+    index: PatchIndex | str | os.PathLike[str],
+    strategy: str | Strategy = "balanced",
+    patch_size: int | tuple[int, int, int] | None = None,
+    batch_size: int = 2,
+    num_workers: int = 2,
+    seed: int = 0,
+    transforms: Callable[..., Any] | None = None,
+    *,
+    samples_per_epoch: int | None = None,
+    roles: tuple[str, ...] = ("image", "label"),
+    normalize: str = "zscore",
+    cache_bytes: int = 512 * 2**20,
+    multiprocessing_context: str | None = None,
+    **strategy_kwargs: Any,
+) -> PatchLoader:
+    """A loader of patches chosen by ``strategy`` from ``index``, read from ``store``.
+
+    Example:
+        >>> loader = make_loader("data.zarr", "data.index.npz", "balanced", fg_share=0.5)
+        >>> for batch in loader:                       # doctest: +SKIP
+        ...     batch["image"].shape                   # (2, 1, 128, 128, 128)
+
+    Raises ValueError when ``patch_size`` differs from the index's, when the index is stale
+    (a volume was rewritten since it was built) or missing from the store, and when the
+    strategy has no candidate rows.
+    """
+    store = store if isinstance(store, VolumeStore) else VolumeStore.open(store)
+    index = index if isinstance(index, PatchIndex) else PatchIndex.load(index)
+    if patch_size is not None:
+        ps = (patch_size,) * 3 if isinstance(patch_size, int) else tuple(patch_size)
+        if ps != index.params.patch_size:
+            raise ValueError(f"patch size {ps} differs from the index's "
+                             f"{index.params.patch_size}; rebuild the index with "
+                             f"tools/index.py --patch-size {ps[0]}")
+    for vid, meta in index.volumes.items():
+        if vid not in store:
+            raise ValueError(f"index volume {vid!r} is not in {store.location}; rebuild the "
+                             "index (tools/index.py)")
+        gen = store.info(vid).generation
+        if meta.get("generation") and gen != meta["generation"]:
+            raise ValueError(f"stale index: volume {vid!r} was rewritten after the index was "
+                             "built; rerun tools/index.py (only changed volumes are re-read)")
+    if isinstance(strategy, str):
+        strategy = make_strategy(strategy, index, **strategy_kwargs)
+    elif strategy_kwargs:
+        raise ValueError("strategy options apply only when the strategy is given by name")
+    n = samples_per_epoch or len(strategy.candidates)
+    sampler = RowSampler(strategy, n, seed=seed, window=max(8 * batch_size, 16))
+    dataset = PatchDataset(store.location, index, roles=roles, normalize=normalize,
+                           transforms=transforms, cache_bytes=cache_bytes)
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler,
+                        num_workers=num_workers, persistent_workers=num_workers > 0,
+                        multiprocessing_context=multiprocessing_context if num_workers else None,
+                        pin_memory=torch.cuda.is_available())
+    return PatchLoader(dataset, sampler, loader)
