@@ -11,6 +11,9 @@ def test_demo_runs_end_to_end_and_resumes(tmp_path, capsys):
     assert "surface/labeled" in out  # census table
     assert "surface share of LABELED voxels" in out  # index summary
     assert (tmp_path / "demo" / "index_report.png").is_file()
+    for name in ("uniform", "balanced", "label-weighted", "hard-negative"):
+        assert name in out
+    assert "loader (balanced, 2 workers)" in out
     assert demo.main(argv) == 0  # second run: nothing regenerated or re-read
     out = capsys.readouterr().out
     assert "already there" in out and "skipped 2 already complete" in out

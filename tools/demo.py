@@ -6,6 +6,7 @@ Stages (each resumable: rerun it and finished work is skipped):
   1. generate synthetic scroll volumes in the competition layout   -> OUT/competition/
   2. ingest them into a VolumeStore and print the label census       -> OUT/store.zarr
   3. build the patch index (incremental) and print what it says      -> OUT/store.zarr.index_*.npz
+  4. compare the sampling strategies on it and time the loader
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as `python tools/demo.py`: make `tools` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tools import index, ingest, synth  # noqa: E402
+from tools import index, ingest, strategies, synth  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,8 +44,14 @@ def main(argv: list[str] | None = None) -> int:
     if rc:
         return rc
     print(f"\n== 3. patch index (patch {args.patch_size}, stride {args.patch_size // 2})")
-    return index.main([str(store), "--patch-size", str(args.patch_size),
-                       "--report", str(args.out / "index_report.png")])
+    rc = index.main([str(store), "--patch-size", str(args.patch_size),
+                     "--report", str(args.out / "index_report.png")])
+    if rc:
+        return rc
+    print("\n== 4. sampling strategies")
+    stride = max(args.patch_size // 2, 1)
+    return strategies.main([str(index.default_index_path(store, args.patch_size, stride)),
+                            "--store", str(store)])
 
 
 if __name__ == "__main__":

@@ -23,9 +23,13 @@ def _tree_set(tree, size, leaves, values):
 
 
 @numba.njit(nogil=True, cache=True)
-def _tree_find(tree, size, u):
+def _tree_find(tree, size, u, v, floor, n):
+    """Leaf per draw: uniform over n when v < floor, else by priority (descend with u)."""
     out = np.empty(u.shape[0], np.int64)
     for i in range(u.shape[0]):
+        if v[i] < floor:
+            out[i] = min(int(u[i] * n), n - 1)
+            continue
         target = u[i] * tree[1]
         pos = 1
         while pos < size:
@@ -35,7 +39,7 @@ def _tree_find(tree, size, u):
             else:
                 target -= left
                 pos = 2 * pos + 1
-        out[i] = pos - size
+        out[i] = min(pos - size, n - 1)
     return out
 
 
@@ -51,9 +55,12 @@ class SumTree:
         _tree_set(self.tree, self.size, np.asarray(leaves, np.int64),
                   np.asarray(values, np.float64))
 
-    def draw(self, u: np.ndarray) -> np.ndarray:
-        return np.minimum(_tree_find(self.tree, self.size, np.asarray(u, np.float64)),
-                          self.n - 1)
+    def draw(self, u: np.ndarray, v: np.ndarray | None = None, floor: float = 0.0
+             ) -> np.ndarray:
+        """Leaves for uniforms ``u``; where ``v < floor`` the leaf is uniform instead."""
+        u = np.asarray(u, np.float64)
+        v = np.ones_like(u) if v is None else np.asarray(v, np.float64)
+        return _tree_find(self.tree, self.size, u, v, floor, self.n)
 
     @property
     def total(self) -> float:
@@ -121,11 +128,8 @@ class HardNegative(Strategy):
         return self._full(self.floor / n + (1 - self.floor) * pri / pri.sum())
 
     def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
-        u = rng.random(n)
-        uniform = rng.random(n) < self.floor
-        pos = self._tree.draw(u)
-        pos[uniform] = rng.integers(0, len(self.candidates), size=int(uniform.sum()))
-        return self.candidates[pos]
+        uv = rng.random(2 * n)
+        return self.candidates[self._tree.draw(uv[:n], uv[n:], self.floor)]
 
     def state_dict(self) -> dict[str, Any]:
         return super().state_dict() | {"difficulty": self.difficulty.copy(),

