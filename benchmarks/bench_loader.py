@@ -105,8 +105,12 @@ def _torchio(nifti: list[tuple[Path, Path]], n: int) -> dict:
 def _monai(nifti: list[tuple[Path, Path]], n: int) -> dict:
     try:
         from monai.data import CacheDataset, DataLoader
-        from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged, \
-            RandCropByPosNegLabeld
+        from monai.transforms import (
+            Compose,
+            EnsureChannelFirstd,
+            LoadImaged,
+            RandCropByPosNegLabeld,
+        )
     except ImportError:
         return {"skipped": "monai is not installed (pip install monai)"}
     keys = ["image", "label"]

@@ -225,7 +225,7 @@ def make_loader(
     transforms: Callable[..., Any] | None = None,
     *,
     samples_per_epoch: int | None = None,
-    roles: tuple[str, ...] = ("image", "label"),
+    roles: tuple[str, ...] | None = None,
     normalize: str = "zscore",
     cache_bytes: int = 512 * 2**20,
     multiprocessing_context: str | None = None,
@@ -238,7 +238,9 @@ def make_loader(
         >>> for batch in loader:                       # doctest: +SKIP
         ...     batch["image"].shape                   # (2, 1, 128, 128, 128)
 
-    Raises ValueError when ``patch_size`` differs from the index's, when the index is stale
+    ``roles`` defaults to image, label and the derived targets (``tools/derive.py``) that every
+    indexed volume has. Raises ValueError when ``patch_size`` differs from the index's, when the
+    index is stale
     (a volume was rewritten since it was built) or missing from the store, and when the
     strategy has no candidate rows.
     """
@@ -258,6 +260,9 @@ def make_loader(
         if meta.get("generation") and gen != meta["generation"]:
             raise ValueError(f"stale index: volume {vid!r} was rewritten after the index was "
                              "built; rerun tools/index.py (only changed volumes are re-read)")
+    if roles is None:  # image, label and every derived target all volumes have
+        derived = [set(store.info(v).derived) for v in index.volumes]
+        roles = ("image", "label") + tuple(sorted(set.intersection(*derived)))
     if isinstance(strategy, str):
         strategy = make_strategy(strategy, index, **strategy_kwargs)
     elif strategy_kwargs:

@@ -66,6 +66,8 @@ class VolumeInfo:
     #: a new random token each time the volume is written or registered; lets an index tell
     #: an unchanged volume from a rewritten one without reading it
     generation: str | None = None
+    #: derived target arrays stored beside the label: role -> parameters they were made with
+    derived: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -84,6 +86,7 @@ class VolumeInfo:
             census=LabelCensus.from_dict(census) if census else None,
             external=dict(d.get("external") or {}),
             generation=d.get("generation"),
+            derived=dict(d.get("derived") or {}),
         )
 
 
@@ -338,6 +341,41 @@ class VolumeStore:
         vgroup.attrs.update(info.to_json() | {"label_spec": self.label_spec.to_dict()})
         self._commit(volume_id, info.to_json())
         return info
+
+    def add_derived(self, volume_id: str, arrays: dict[str, da.Array | np.ndarray],
+                    params: dict[str, Any] | None = None) -> None:
+        """Store derived targets (e.g. {"sdt": ..., "skeleton": ...}) beside a volume's label.
+
+        Chunked like the volume; dask inputs stream block by block in one computation (their
+        shared tasks run once). Published in the manifest only once fully written: a crash
+        leaves them absent and a rerun derives them again.
+        """
+        info = self.info(volume_id)
+        vgroup = self._group.require_group("volumes").require_group(info.volume_id)
+        chunks = tuple(min(c, s) for c, s in zip(self.chunks, info.shape, strict=True))
+        sources, targets = [], []
+        for role, data in arrays.items():
+            if role in ("image", "label") or not _ID_PATTERN.match(role):
+                raise ValueError(f"invalid derived role {role!r}")
+            if tuple(data.shape) != info.shape:
+                raise ValueError(f"{role} of shape {tuple(data.shape)} does not match volume "
+                                 f"{volume_id} of shape {info.shape}")
+            arr = vgroup.create_array(role, shape=info.shape, dtype=data.dtype, chunks=chunks,
+                                      compressors=BloscCodec(**DEFAULT_COMPRESSOR),
+                                      fill_value=0, dimension_names=("z", "y", "x"),
+                                      overwrite=True)
+            if isinstance(data, da.Array):
+                aligned = all(all(c % k == 0 for c in dc[:-1]) for dc, k in
+                              zip(data.chunks, chunks, strict=True))
+                sources.append(data if aligned else data.rechunk(chunks))
+                targets.append(arr)
+            else:
+                arr[...] = np.asarray(data)
+        if sources:
+            da.store(sources, targets, lock=False)
+        entry = info.to_json()
+        entry["derived"] = dict(info.derived) | {role: dict(params or {}) for role in arrays}
+        self._commit(info.volume_id, entry)
 
     def register(
         self,

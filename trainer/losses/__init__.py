@@ -1,0 +1,13 @@
+"""Loss terms (each takes logits and Targets, computes in float32, ignores label 2)."""
+
+from .boundary import BoundaryLoss
+from .cldice import ClDiceLoss, soft_skeleton
+from .compound import TERM_NAMES, CompoundLoss, LossOutput, LossWeights, build_loss
+from .connectivity import ConnectivityLoss
+from .dice import DiceLoss
+from .focal import FocalLoss
+from .targets import Targets, TermValue, make_targets
+
+__all__ = ["BoundaryLoss", "ClDiceLoss", "CompoundLoss", "ConnectivityLoss", "DiceLoss",
+           "FocalLoss", "LossOutput", "LossWeights", "TERM_NAMES", "Targets", "TermValue",
+           "build_loss", "make_targets", "soft_skeleton"]

@@ -1,0 +1,133 @@
+"""The weighted compound loss, and the one place class weights and focal alpha are chosen."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Any, NamedTuple
+
+import torch
+from torch import nn
+
+from vesuvius_data.patch_index import PatchIndex
+
+from .boundary import BoundaryLoss
+from .cldice import ClDiceLoss
+from .connectivity import ConnectivityLoss
+from .dice import DiceLoss
+from .focal import FocalLoss
+from .targets import Targets
+
+__all__ = ["LossWeights", "CompoundLoss", "LossOutput", "build_loss", "TERM_NAMES"]
+
+TERM_NAMES = ("dice", "focal", "boundary", "cldice", "connectivity")
+
+
+@dataclass
+class LossWeights:
+    """Weight of each term in the total; a zero weight skips the term entirely."""
+
+    dice_weight: float = 0.3
+    focal_weight: float = 0.4
+    boundary_weight: float = 0.15
+    cldice_weight: float = 0.10
+    connectivity_weight: float = 0.05
+
+    def as_dict(self) -> dict[str, float]:
+        return {f.name.removesuffix("_weight"): float(getattr(self, f.name))
+                for f in fields(self)}
+
+
+class LossOutput(NamedTuple):
+    total: torch.Tensor  # scalar, what backward() runs on
+    per_sample: torch.Tensor  # (B,), detached: feedback for the hard-negative strategy
+    terms: dict[str, float]  # each term's batch value, for logging
+
+
+class CompoundLoss(nn.Module):
+    """sum_k w_k * term_k(logits, targets) over the terms with non-zero weight."""
+
+    def __init__(self, weights: LossWeights | None = None, *, focal_gamma: float = 2.0,
+                 focal_alpha: float | None = None,
+                 class_weights: tuple[float, float] | None = None, cldice_iterations: int = 3,
+                 boundary_clip: float = 10.0) -> None:
+        super().__init__()
+        self.weights = (weights or LossWeights()).as_dict()
+        if any(w < 0 for w in self.weights.values()):
+            raise ValueError(f"loss weights must be >= 0, got {self.weights}")
+        if not any(self.weights.values()):
+            raise ValueError("all loss weights are zero")
+        terms: dict[str, nn.Module] = {
+            "dice": DiceLoss(),
+            "focal": FocalLoss(focal_gamma, focal_alpha, class_weights),
+            "boundary": BoundaryLoss(boundary_clip),
+            "cldice": ClDiceLoss(cldice_iterations),
+            "connectivity": ConnectivityLoss(),
+        }
+        self.terms = nn.ModuleDict({k: v for k, v in terms.items() if self.weights[k] > 0})
+
+    def needs(self) -> set[str]:
+        """Derived targets the active terms need ('sdt', 'skeleton')."""
+        return ({"sdt"} if "boundary" in self.terms else set()) | (
+            {"skeleton"} if "connectivity" in self.terms else set())
+
+    def forward(self, logits: torch.Tensor, targets: Targets) -> LossOutput:
+        total = logits.new_zeros((), dtype=torch.float32)
+        per_sample = logits.new_zeros(logits.shape[0], dtype=torch.float32)
+        values = {}
+        for name, term in self.terms.items():
+            v = term(logits, targets)
+            total = total + self.weights[name] * v.batch
+            per_sample = per_sample + self.weights[name] * v.per_sample.detach()
+            values[name] = float(v.batch.detach())
+        return LossOutput(total, per_sample, values)
+
+
+def build_loss(weights: LossWeights | None = None, *, focal_gamma: float = 2.0,
+               focal_alpha: float | str | None = "auto", use_class_weights: bool | str = "auto",
+               background_weight: float = 1.0, foreground_weight: float = 1.0,
+               index: PatchIndex | None = None, cldice_iterations: int = 3,
+               boundary_clip: float = 10.0,
+               log: Callable[[str], Any] = print) -> CompoundLoss:
+    """Choose class weights and focal alpha, say what was chosen, build the loss.
+
+    ``use_class_weights``: "auto" takes w_c = 1 / (K f_c) from the index census (over LABELED
+    voxels: label 2 never counts); True uses ``background_weight`` / ``foreground_weight``;
+    False uses none. Class weights apply to the focal term (dice is balanced by design).
+    ``focal_alpha`` "auto" is 0.5 when class weights are on (balancing twice would push the
+    model to over-predict surface), else the background share f_bg over labeled voxels.
+    """
+    if use_class_weights not in ("auto", True, False):
+        raise ValueError(f"use_class_weights must be 'auto', true or false, got "
+                         f"{use_class_weights!r}")
+    class_weights = None
+    if use_class_weights == "auto":
+        if index is None:
+            raise ValueError("use_class_weights='auto' needs the patch index (its census)")
+        w = index.class_weights()
+        class_weights = (w["background"], w["foreground"])
+        c = index.census()
+        log(f"class weights (auto, inverse frequency over labeled voxels: surface "
+            f"{c.foreground_share_of_labeled:.1%}): background {class_weights[0]:.3f}, "
+            f"foreground {class_weights[1]:.3f}")
+    elif use_class_weights is True:
+        class_weights = (float(background_weight), float(foreground_weight))
+        log(f"class weights (given): background {class_weights[0]:.3f}, "
+            f"foreground {class_weights[1]:.3f}")
+    if focal_alpha == "auto":
+        if class_weights is not None:
+            alpha: float | None = 0.5
+            why = "class weights already balance the classes"
+        elif index is not None:
+            alpha = index.focal_alpha()
+            why = "background share of labeled voxels"
+        else:
+            alpha, why = None, "no index to derive it from"
+        log(f"focal alpha (surface class): {alpha} ({why})")
+    elif isinstance(focal_alpha, str):
+        raise ValueError(f"focal_alpha must be a number, null or 'auto', got {focal_alpha!r}")
+    else:
+        alpha = focal_alpha
+    return CompoundLoss(weights, focal_gamma=focal_gamma, focal_alpha=alpha,
+                        class_weights=class_weights, cldice_iterations=cldice_iterations,
+                        boundary_clip=boundary_clip)
