@@ -19,6 +19,7 @@ if __package__ in (None, ""):  # run as `python tools/demo.py`: make `tools` imp
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tools import index, ingest, strategies, synth  # noqa: E402
+from vesuvius_data.patch_index import default_index_path  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         return rc
     print("\n== 4. sampling strategies")
     stride = max(args.patch_size // 2, 1)
-    return strategies.main([str(index.default_index_path(store, args.patch_size, stride)),
+    return strategies.main([str(default_index_path(store, args.patch_size, stride)),
                             "--store", str(store)])
 
 

@@ -18,14 +18,8 @@ from pathlib import Path
 
 from vesuvius_data.index_build import DEFAULT_BLOCK, SmallVolumeWarning, build_index
 from vesuvius_data.index_report import format_summary, summarize, write_report_png
-from vesuvius_data.patch_index import PatchIndex
+from vesuvius_data.patch_index import PatchIndex, default_index_path
 from vesuvius_data.store import VolumeStore
-
-
-def default_index_path(store: str | Path, patch: int, stride: int) -> Path:
-    """Where an index lives unless told otherwise: beside the store, named by its geometry."""
-    store = Path(str(store).rstrip("/"))
-    return store.parent / f"{store.name}.index_p{patch}_s{stride}.npz"
 
 
 def _parser() -> argparse.ArgumentParser:

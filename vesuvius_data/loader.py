@@ -167,7 +167,8 @@ class PatchDataset(Dataset):
             "image": torch.from_numpy(NORMALIZERS[self.normalize](arrays.pop("image"))[None]),
             "label": torch.from_numpy(np.ascontiguousarray(arrays.pop("label"))[None]),
         }
-        for role, data in arrays.items():
+        for role, data in arrays.items():  # derived targets; float16 on disk, float32 here
+            data = data.astype(np.float32) if data.dtype == np.float16 else data
             out[role] = torch.from_numpy(np.ascontiguousarray(data)[None])
         if self.transforms is not None:
             out = _apply_torchio(self.transforms, out, seed)
@@ -190,7 +191,8 @@ def _apply_torchio(transform: Callable[..., Any], item: dict[str, Any],
     with torch.random.fork_rng(devices=[]):  # torchio draws from torch's global generator
         torch.manual_seed(seed)
         subject = transform(tio.Subject(**images))
-    return {k: subject[k].data for k in images}
+    # some transforms (resampling) change dtypes; items must collate, so restore them
+    return {k: subject[k].data.to(item[k].dtype) for k in images}
 
 
 class PatchLoader:

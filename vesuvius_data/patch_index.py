@@ -31,7 +31,8 @@ import numpy as np
 
 from .labels import LabelCensus, LabelSpec
 
-__all__ = ["PatchIndex", "IndexParams", "COUNT_COLUMNS", "CLASS_WEIGHT_SCHEMES"]
+__all__ = ["PatchIndex", "IndexParams", "COUNT_COLUMNS", "CLASS_WEIGHT_SCHEMES",
+           "default_index_path"]
 
 COUNT_COLUMNS: tuple[str, ...] = ("surface", "labeled", "tissue", "boundary")
 INDEX_FORMAT = 1
@@ -73,6 +74,12 @@ class IndexParams:
     def from_json(cls, d: dict[str, Any]) -> IndexParams:
         return cls(tuple(d["patch_size"]), tuple(d["stride"]),  # type: ignore[arg-type]
                    LabelSpec.from_dict(d["label_spec"]), int(d["air_threshold"]))
+
+
+def default_index_path(store: str | os.PathLike[str], patch: int, stride: int) -> Path:
+    """Where an index lives unless told otherwise: beside the store, named by its geometry."""
+    p = Path(str(store).rstrip("/"))
+    return p.parent / f"{p.name}.index_p{patch}_s{stride}.npz"
 
 
 def _inverse(f: np.ndarray) -> np.ndarray:

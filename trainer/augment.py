@@ -1,0 +1,55 @@
+"""Augmentation from one strength knob, as torchio transforms run in the loader's workers."""
+
+from __future__ import annotations
+
+import torch
+import torchio as tio
+from torchio.transforms.augmentation.random_transform import RandomTransform
+
+
+class RandomAxisPermutation(RandomTransform, tio.SpatialTransform):
+    """Permute the three spatial axes (with flips: all 48 rotations/reflections of a cube)."""
+
+    def apply_transform(self, subject: tio.Subject) -> tio.Subject:
+        perm = torch.randperm(3).tolist()
+        if any(s != subject.spatial_shape[0] for s in subject.spatial_shape):
+            return subject  # only cubic patches keep their shape under permutation
+        for image in self.get_images(subject):
+            image.set_data(image.data.permute(0, *(p + 1 for p in perm)).contiguous())
+        return subject
+
+
+class RandomGammaNoise(RandomTransform, tio.IntensityTransform):
+    """Gamma on the intensity range (works on z-scored data), then Gaussian noise."""
+
+    def __init__(self, log_gamma: float, noise_std: float, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.log_gamma, self.noise_std = log_gamma, noise_std
+
+    def apply_transform(self, subject: tio.Subject) -> tio.Subject:
+        gamma = float(torch.empty(1).uniform_(-self.log_gamma, self.log_gamma).exp())
+        std = float(torch.empty(1).uniform_(0, self.noise_std))
+        for image in self.get_images(subject):
+            x = image.data.float()
+            lo, hi = x.min(), x.max()
+            span = (hi - lo).clamp(min=1e-6)
+            x = ((x - lo) / span) ** gamma * span + lo
+            image.set_data(x + std * torch.randn_like(x))
+        return subject
+
+
+def build_augmentation(strength: float) -> tio.Compose | None:
+    """Flips, axis permutations (90-degree rotations), small affine, gamma and noise.
+
+    ``strength`` scales every magnitude and probability; 0 turns augmentation off.
+    """
+    if strength <= 0:
+        return None
+    s = float(strength)
+    return tio.Compose([
+        tio.RandomFlip(axes=(0, 1, 2), flip_probability=min(0.5, 0.5 * s)),
+        RandomAxisPermutation(p=min(1.0, 0.5 * s)),
+        tio.RandomAffine(scales=0.1 * s, degrees=10 * s, p=min(1.0, 0.2 * s)),
+        RandomGammaNoise(log_gamma=0.3 * s, noise_std=0.1 * s, p=min(1.0, 0.3 * s),
+                         include=["image"]),
+    ])

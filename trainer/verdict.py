@@ -1,0 +1,60 @@
+"""A run's verdict against explicit success criteria, from its metrics.jsonl records."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+__all__ = ["read_metrics", "verdict", "format_verdict"]
+
+EARLY_EPOCHS = 3  # the loss must fall within these
+MIN_EARLY_DROP = 0.10  # ... by at least this fraction
+MAX_GAP = 0.25  # (val - train) / train at the best epoch
+MIN_BALANCED_ACCURACY = 0.80  # foreground and background separated
+
+
+def read_metrics(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"no metrics.jsonl in {run_dir}")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def verdict(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each criterion with its number and whether it passed."""
+    if not records:
+        return {"passed": False, "criteria": {}, "reason": "no epochs recorded"}
+    losses = [r["train_loss"] for r in records]
+    k = min(EARLY_EPOCHS, len(losses) - 1)
+    drop = (losses[0] - losses[k]) / abs(losses[0]) if k > 0 and losses[0] else 0.0
+    best = max(records, key=lambda r: r["score"])
+    gap = (best["val_loss"] - best["train_loss"]) / max(abs(best["train_loss"]), 1e-8)
+    bacc = records[-1]["val"]["balanced_accuracy"]
+    criteria = {
+        "early_loss_drop": {"value": drop, "target": f">= {MIN_EARLY_DROP:.0%} within "
+                            f"{EARLY_EPOCHS} epochs", "passed": drop >= MIN_EARLY_DROP},
+        "train_val_gap": {"value": gap, "target": f"<= {MAX_GAP:.0%} at the best epoch",
+                          "passed": gap <= MAX_GAP},
+        "separation": {"value": bacc, "target": f"val balanced accuracy >= "
+                       f"{MIN_BALANCED_ACCURACY}", "passed": bacc >= MIN_BALANCED_ACCURACY},
+        "best_score": {"value": best["score"], "epoch": best["epoch"],
+                       "target": "highest validation score (dice at 0.5 on labeled voxels)",
+                       "passed": True},
+    }
+    alarms = sum(len(r.get("alarms", [])) for r in records)
+    return {"passed": all(c["passed"] for c in criteria.values()) and not alarms,
+            "criteria": criteria, "alarms": alarms}
+
+
+def format_verdict(v: dict[str, Any]) -> str:
+    if not v["criteria"]:
+        return f"verdict: FAIL ({v.get('reason')})"
+    lines = [f"verdict: {'PASS' if v['passed'] else 'FAIL'}"
+             + (f" ({v['alarms']} health alarms)" if v.get("alarms") else "")]
+    for name, c in v["criteria"].items():
+        extra = f" at epoch {c['epoch']}" if "epoch" in c else ""
+        lines.append(f"  [{'ok' if c['passed'] else '!!'}] {name}: {c['value']:.3f}{extra} "
+                     f"(target {c['target']})")
+    return "\n".join(lines)
