@@ -5,7 +5,9 @@ from tools import demo
 
 def test_demo_runs_end_to_end_and_resumes(tmp_path, capsys):
     argv = ["--out", str(tmp_path / "demo"), "--volumes", "2", "--shape", "48",
-            "--patch-size", "16"]
+            "--patch-size", "16", "--patch_size=16", "--stride=8",
+            "--num_folds=2", "--epochs=1", "--iterations_per_epoch=2", "--val_iterations=1",
+            "--num_workers=0", "--initial_filters=4", "--depth=2"]
     assert demo.main(argv) == 0
     out = capsys.readouterr().out
     assert "surface/labeled" in out  # census table
@@ -14,6 +16,8 @@ def test_demo_runs_end_to_end_and_resumes(tmp_path, capsys):
     for name in ("uniform", "balanced", "label-weighted", "hard-negative"):
         assert name in out
     assert "loader (balanced, 2 workers)" in out
+    assert "Epoch 0 | Train Loss:" in out and "verdict:" in out
+    assert (tmp_path / "demo" / "runs" / "cpu_smoke" / "report.png").is_file()
     assert demo.main(argv) == 0  # second run: nothing regenerated or re-read
     out = capsys.readouterr().out
     assert "already there" in out and "skipped 2 already complete" in out

@@ -1,12 +1,17 @@
 """The main job on the embedded synthetic dataset, end to end.
 
-    python tools/demo.py [--out demo] [--volumes 4] [--shape 320] [--seed 0]
+    python tools/demo.py [--out demo] [--volumes 4] [--shape 320] [--seed 0] [--key=value ...]
 
 Stages (each resumable: rerun it and finished work is skipped):
   1. generate synthetic scroll volumes in the competition layout   -> OUT/competition/
   2. ingest them into a VolumeStore and print the label census       -> OUT/store.zarr
   3. build the patch index (incremental) and print what it says      -> OUT/store.zarr.index_*.npz
   4. compare the sampling strategies on it and time the loader
+  5. train a tiny 3D U-Net a few short epochs on the CPU (configs/cpu_smoke.yaml): per-epoch
+     lines, health alarms, a verdict                                  -> OUT/runs/cpu_smoke/
+  6. plot the run                                              -> OUT/runs/cpu_smoke/report.png
+
+Any other --key=value goes to the trainer (e.g. --epochs=3).
 """
 
 from __future__ import annotations
@@ -15,10 +20,12 @@ import argparse
 import sys
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parent.parent
 if __package__ in (None, ""):  # run as `python tools/demo.py`: make `tools` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    sys.path.insert(0, str(ROOT))
 
-from tools import index, ingest, strategies, synth  # noqa: E402
+from tools import index, ingest, report, strategies, synth  # noqa: E402
+from trainer.train import main as train_main  # noqa: E402
 from vesuvius_data.patch_index import default_index_path  # noqa: E402
 
 
@@ -31,7 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shape", type=int, default=320, help="side of the cubic volumes")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--patch-size", type=int, default=128)
-    args = parser.parse_args(argv)
+    parser.add_argument("--train", default=str(ROOT / "configs" / "cpu_smoke.yaml"),
+                        help="trainer config for stage 5; 'none' skips training")
+
+    args, train_overrides = parser.parse_known_args(argv)  # the rest goes to the trainer
 
     src, store = args.out / "competition", args.out / "store.zarr"
     print(f"== 1. synthetic data -> {src}")
@@ -51,8 +61,18 @@ def main(argv: list[str] | None = None) -> int:
         return rc
     print("\n== 4. sampling strategies")
     stride = max(args.patch_size // 2, 1)
-    return strategies.main([str(default_index_path(store, args.patch_size, stride)),
-                            "--store", str(store)])
+    rc = strategies.main([str(default_index_path(store, args.patch_size, stride)),
+                          "--store", str(store)])
+    if rc or args.train == "none":
+        return rc
+    run = args.out / "runs" / Path(args.train).stem
+    print(f"\n== 5. train ({args.train}) -> {run}")
+    rc = train_main(["--config", args.train, f"--data_dir={store}", f"--out={run}",
+                     *train_overrides])
+    if rc:
+        return rc
+    print("\n== 6. report")
+    return report.main([str(run)])
 
 
 if __name__ == "__main__":

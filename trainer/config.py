@@ -92,25 +92,31 @@ def _type_ok(value: Any, tp: Any) -> bool:
     return True
 
 
-def _set(obj: Any, dotted: str, value: Any) -> None:
+def _set(obj: Any, dotted: str, value: Any, prefix: str = "") -> None:
     head, _, rest = dotted.partition(".")
     known = _fields_of(type(obj))
     if head not in known:
-        raise ValueError(f"unknown config key {dotted!r}; valid keys: {', '.join(known)}")
+        raise ValueError(f"unknown config key {prefix + dotted!r}; valid keys: "
+                         f"{', '.join(prefix + k for k in known)}")
     hints = typing.get_type_hints(type(obj))
     current = getattr(obj, head)
     if dataclasses.is_dataclass(current):
         if rest:
-            _set(current, rest, value)
+            _set(current, rest, value, f"{prefix}{head}.")
             return
         if not isinstance(value, dict):
             raise ValueError(f"{head} takes a mapping of {', '.join(_fields_of(type(current)))}")
         for k, v in value.items():
-            _set(current, k, v)
+            _set(current, k, v, f"{prefix}{head}.")
         return
     if rest:
         raise ValueError(f"config key {head!r} has no sub-keys (got {dotted!r})")
     tp = hints[head]
+    if isinstance(value, str) and not _type_ok(value, tp):
+        try:  # YAML 1.1 reads "3e-4" (no dot) as a string
+            value = float(value)
+        except ValueError:
+            pass
     if isinstance(value, int) and not isinstance(value, bool) and _type_ok(1.0, tp) and \
             not _type_ok(1, tp):
         value = float(value)

@@ -1,0 +1,193 @@
+"""The trainer in-process on tiny configs: smoke, learning, resume, config, health, report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from tools import report
+from trainer.checkpoint import load_checkpoint
+from trainer.config import Config, apply_overrides, config_from_dict, config_to_yaml, load_config
+from trainer.folds import split_folds
+from trainer.health import Confusion, HealthMonitor
+from trainer.schedule import learning_rate
+from trainer.train import COLLAPSE_EXIT, main, train
+from trainer.verdict import read_metrics
+from vesuvius_data import VolumeStore
+from vesuvius_data.synthetic import make_volume
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST_LOSS = {"dice_weight": 0.4, "focal_weight": 0.6, "boundary_weight": 0.0,
+             "cldice_weight": 0.0, "connectivity_weight": 0.0}
+
+
+@pytest.fixture(scope="module")
+def four_scrolls(tmp_path_factory):
+    """Four 48^3 volumes of four scrolls."""
+    path = tmp_path_factory.mktemp("trainer") / "store.zarr"
+    store = VolumeStore.create(path, chunks=(16, 16, 16))
+    for i in range(4):
+        store.add_volume(f"v{i}", *make_volume((48, 48, 48), seed=30 + i), scroll_id=f"s{i}")
+    return path
+
+
+def tiny(store_path, out, **kw) -> Config:
+    cfg = config_from_dict({
+        "data_dir": str(store_path), "out": str(out), "patch_size": 16, "stride": 8,
+        "num_folds": 2, "num_workers": 0, "initial_filters": 4, "depth": 2, "epochs": 2,
+        "iterations_per_epoch": 3, "val_iterations": 2, "warmup_epochs": 1, "augment": 0.0,
+        "loss_weights": FAST_LOSS})
+    return config_from_dict(kw, cfg)
+
+
+def test_smoke_run_writes_metrics_checkpoints_and_index(four_scrolls, tmp_path, capsys):
+    cfg = tiny(four_scrolls, tmp_path / "run", loss_weights={"boundary_weight": 0.1,
+                                                              "connectivity_weight": 0.1},
+               deep_supervision=True, ema_decay=0.9, model="resunet")
+    assert train(cfg) == 0
+    out = capsys.readouterr().out
+    assert "building the patch index" in out and "deriving sdt, skeleton" in out
+    assert "Epoch 1 | Train Loss:" in out and "pred_fg" in out and "verdict:" in out
+    recs = read_metrics(tmp_path / "run")
+    assert [r["epoch"] for r in recs] == [0, 1]
+    assert set(recs[0]["terms"]) == {"dice", "focal", "boundary", "connectivity"}
+    ck = load_checkpoint(tmp_path / "run")
+    assert ck["epoch"] == 1 and ck["config"]["model"] == "resunet" and ck["ema"] is not None
+    assert (tmp_path / "run" / "best.pt").is_file()
+    assert not list((tmp_path / "run").glob("*.partial"))
+
+
+@pytest.mark.slow
+def test_tiny_model_learns_the_sheets(four_scrolls, tmp_path):
+    cfg = tiny(four_scrolls, tmp_path / "learn", patch_size=32, stride=16, initial_filters=8,
+               depth=3, epochs=5, iterations_per_epoch=40, val_iterations=4,
+               learning_rate=3e-3, num_folds=4)
+    assert train(cfg, log=lambda s: None) == 0
+    recs = read_metrics(tmp_path / "learn")
+    first, last = recs[0], recs[-1]
+    assert last["train_loss"] < 0.5 * first["train_loss"]
+    assert abs(last["train"]["pred_fg"] - last["train"]["label_fg"]) < 0.35 * \
+        last["train"]["label_fg"]
+    assert last["train"]["balanced_accuracy"] > 0.8
+    assert last["val"]["balanced_accuracy"] > 0.6  # 8 patches of one unseen scroll
+    assert not any(r["alarms"] for r in recs)  # a healthy run stays quiet
+
+
+def test_resume_equals_uninterrupted(four_scrolls, tmp_path):
+    kw = {"epochs": 4, "sampler": "hard-negative", "augment": 0.5, "iterations_per_epoch": 2}
+    assert train(tiny(four_scrolls, tmp_path / "full", **kw), log=lambda s: None) == 0
+    cfg = tiny(four_scrolls, tmp_path / "split", **kw)
+    assert train(cfg, stop_after_epochs=2, log=lambda s: None) == 0
+    assert load_checkpoint(tmp_path / "split")["epoch"] == 1
+    assert main(["--resume", str(tmp_path / "split")]) == 0
+    a, b = load_checkpoint(tmp_path / "full"), load_checkpoint(tmp_path / "split")
+    assert b["epoch"] == 3 and b["iteration"] == a["iteration"]
+    for k in a["model"]:
+        torch.testing.assert_close(b["model"][k], a["model"][k], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(a["strategy"]["difficulty"], b["strategy"]["difficulty"])
+    ra, rb = read_metrics(tmp_path / "full"), read_metrics(tmp_path / "split")
+    assert [r["train_loss"] for r in ra] == pytest.approx([r["train_loss"] for r in rb],
+                                                          rel=1e-5)
+
+
+def test_collapse_is_caught_and_can_stop_the_run(tmp_path, capsys):
+    """Labels with 2 mapped to foreground: the '66 % foreground' mistake, made on purpose."""
+    store = VolumeStore.create(tmp_path / "broken.zarr", chunks=(16, 16, 16))
+    for i in range(2):
+        image, label = make_volume((32, 32, 32), seed=40 + i)
+        label[label == 2] = 1
+        store.add_volume(f"b{i}", image, label, scroll_id=f"s{i}")
+    cfg = tiny(tmp_path / "broken.zarr", tmp_path / "run", epochs=6, learning_rate=0.0,
+               warmup_epochs=1, stop_on_collapse=True, use_class_weights=False)
+    assert train(cfg) == COLLAPSE_EXIT
+    out = capsys.readouterr().out
+    assert "WARNING: surface is" in out and "ignore label being counted as foreground" in out
+    assert "!!! " in out and "likely causes" in out and "stopping: training collapsed" in out
+    assert len(read_metrics(tmp_path / "run")) < 6
+
+
+def test_health_monitor_rules():
+    m = HealthMonitor(warmup_epochs=1, persist=2)
+    healthy = {"pred_fg": 0.13, "label_fg": 0.14, "balanced_accuracy": 0.9, "fg_recall": 0.9,
+               "bg_recall": 0.9}
+    collapsed = healthy | {"pred_fg": 0.9, "balanced_accuracy": 0.5}
+    assert m.check(0, 1.0, collapsed) == []  # warmup: silent
+    assert m.check(1, 0.8, collapsed) == []  # once may be a passing phase
+    alarms = m.check(2, 0.6, collapsed)
+    assert any("COLLAPSE" in a for a in alarms) and any("NOT SEPARATING" in a for a in alarms)
+    assert m.check(3, 0.4, healthy) == []
+    flat = HealthMonitor(warmup_epochs=0, flat_epochs=2)
+    for e in range(2):
+        assert flat.check(e, 0.4, healthy) == []
+    assert any("FLAT LOSS" in a for a in flat.check(2, 0.4, healthy))
+
+
+def test_confusion_counts_only_labeled_voxels():
+    from trainer.losses import make_targets
+
+    label = torch.tensor([1, 1, 0, 0, 2, 2], dtype=torch.uint8).reshape(1, 1, 1, 1, 6)
+    logits = torch.tensor([5.0, -5, 5, -5, 5, 5]).reshape(1, 1, 1, 1, 6)
+    c = Confusion()
+    c.add(logits, make_targets(label))
+    assert (c.tp, c.fn, c.fp, c.tn) == (1, 1, 1, 1)
+    s = c.summary()
+    assert s["pred_fg"] == 0.5 and s["label_fg"] == 0.5 and s["dice"] == 0.5
+
+
+def test_config_round_trip_and_override_errors(tmp_path):
+    cfg = apply_overrides(Config(), {"learning_rate": "3e-4", "loss_weights.dice_weight": "0.5",
+                                     "sampler": "hard-negative", "focal_alpha": "0.25",
+                                     "use_class_weights": "false", "epochs": "7"})
+    assert cfg.learning_rate == 3e-4 and cfg.loss_weights.dice_weight == 0.5
+    assert cfg.focal_alpha == 0.25 and cfg.use_class_weights is False
+    (tmp_path / "c.yaml").write_text(config_to_yaml(cfg))
+    assert load_config(tmp_path / "c.yaml") == cfg
+    with pytest.raises(ValueError, match="unknown config key 'learning_rat'.*valid keys:"):
+        apply_overrides(Config(), {"learning_rat": "1"})
+    with pytest.raises(ValueError, match="wants"):
+        apply_overrides(Config(), {"epochs": "many"})
+    with pytest.raises(ValueError, match="unknown config key 'loss_weights.dice'"):
+        apply_overrides(Config(), {"loss_weights.dice": "1"})
+    for name in ("default", "cpu_smoke"):
+        shipped = yaml.safe_load((ROOT / "configs" / f"{name}.yaml").read_text())
+        config_from_dict(shipped)  # every shipped key is valid
+
+
+def test_cli_errors(tmp_path, capsys):
+    assert main(["--config", str(tmp_path / "none.yaml")]) == 2
+    assert "no config file" in capsys.readouterr().err
+    assert main(["--bogus=1"]) == 2
+    assert "unknown config key 'bogus'" in capsys.readouterr().err
+
+
+def test_schedule_warmup_then_cosine_and_poly():
+    lrs = [learning_rate(i, 1.0, 10, 110) for i in range(110)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert lrs[60] == pytest.approx(0.5, abs=0.02) and lrs[-1] < 0.01
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:], strict=False))
+    assert learning_rate(60, 1.0, 10, 110, "poly") == pytest.approx(0.5**0.9, rel=0.02)
+
+
+def test_group_kfold_keeps_scrolls_apart(four_scrolls):
+    store = VolumeStore.open(four_scrolls)
+    seen = []
+    for fold in range(2):
+        train_ids, val_ids = split_folds(store, store.ids(), 2, fold)
+        assert not set(train_ids) & set(val_ids) and len(val_ids) == 2
+        seen += val_ids
+    assert sorted(seen) == store.ids()
+    with pytest.raises(ValueError, match="num_folds=5 but only 4 groups"):
+        split_folds(store, store.ids(), 5, 0)
+
+
+def test_report_overlays_runs(four_scrolls, tmp_path, capsys):
+    for name in ("a", "b"):
+        train(tiny(four_scrolls, tmp_path / name, epochs=1), log=lambda s: None)
+    assert report.main([str(tmp_path / "a"), str(tmp_path / "b"), "--out",
+                        str(tmp_path / "r.png")]) == 0
+    assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
+    assert capsys.readouterr().out.count("verdict:") == 2
