@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ._atomic import atomic_write
 from .labels import LabelCensus, LabelSpec
 
 __all__ = ["PatchIndex", "IndexParams", "COUNT_COLUMNS", "CLASS_WEIGHT_SCHEMES",
@@ -215,20 +215,10 @@ class PatchIndex:
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write atomically (temp file + rename): a crash leaves the old file or the new one."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         meta = {"format": INDEX_FORMAT, "params": self.params.to_json(),
                 "volumes": self.volumes, "meta": self.meta}
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, __meta__=np.array(json.dumps(meta)), **self.columns)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_write(path) as f:
+            np.savez(f, __meta__=np.array(json.dumps(meta)), **self.columns)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> PatchIndex:

@@ -22,10 +22,8 @@ One process writes a store at a time (threads within it are fine); readers can b
 from __future__ import annotations
 
 import os
-import re
 import threading
 import uuid
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +33,8 @@ import zarr
 import zarr.storage
 from zarr.codecs import BloscCodec
 
-from .labels import LabelCensus, LabelSpec, count_labels
+from .labels import LabelCensus, LabelSpec
+from .volume_info import ID_PATTERN, VolumeInfo, check_volume_id, is_url, validate_pair
 
 __all__ = ["VolumeStore", "VolumeInfo", "DEFAULT_CHUNKS", "DEFAULT_COMPRESSOR"]
 
@@ -49,87 +48,6 @@ DEFAULT_COMPRESSOR: dict[str, Any] = {"cname": "lz4", "clevel": 5, "shuffle": "n
 
 _MANIFEST_KEY = "vesuvius_data"
 _FORMAT_VERSION = 1
-_ID_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
-_IMAGE_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16))
-
-
-@dataclass(frozen=True)
-class VolumeInfo:
-    """What the manifest knows about one volume."""
-
-    volume_id: str
-    shape: tuple[int, int, int]
-    scroll_id: str | None = None
-    source: str | None = None
-    census: LabelCensus | None = None  # None for registered volumes until indexed
-    external: dict[str, str] = field(default_factory=dict)  # role -> array URL
-    #: a new random token each time the volume is written or registered; lets an index tell
-    #: an unchanged volume from a rewritten one without reading it
-    generation: str | None = None
-    #: derived target arrays stored beside the label: role -> parameters they were made with
-    derived: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["shape"] = list(self.shape)
-        d["census"] = self.census.to_dict() if self.census else None
-        return d
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> VolumeInfo:
-        census = d.get("census")
-        return cls(
-            volume_id=d["volume_id"],
-            shape=tuple(int(s) for s in d["shape"]),  # type: ignore[arg-type]
-            scroll_id=d.get("scroll_id"),
-            source=d.get("source"),
-            census=LabelCensus.from_dict(census) if census else None,
-            external=dict(d.get("external") or {}),
-            generation=d.get("generation"),
-            derived=dict(d.get("derived") or {}),
-        )
-
-
-def _is_url(path: str) -> bool:
-    return "://" in path and not path.startswith("file://")
-
-
-def _check_id(volume_id: str) -> str:
-    volume_id = str(volume_id)
-    if not _ID_PATTERN.match(volume_id):
-        raise ValueError(
-            f"invalid volume id {volume_id!r}: use letters, digits, '_', '-', '.' "
-            "(not starting with '.' or '-')"
-        )
-    return volume_id
-
-
-def validate_pair(image: np.ndarray, label: np.ndarray, spec: LabelSpec, where: str) -> LabelCensus:
-    """Check an in-memory image/label pair and return the label census.
-
-    Raises ValueError naming ``where`` for non-3-D data, mismatched shapes, unsupported dtypes
-    and label values outside the spec.
-    """
-    if image.ndim != 3:
-        raise ValueError(f"{where}: image must be 3-D (z, y, x), got shape {image.shape}")
-    if label.ndim != 3:
-        raise ValueError(f"{where}: label must be 3-D (z, y, x), got shape {label.shape}")
-    if image.shape != label.shape:
-        raise ValueError(
-            f"{where}: image shape {image.shape} differs from label shape {label.shape}"
-        )
-    if image.dtype not in _IMAGE_DTYPES:
-        raise ValueError(f"{where}: image dtype must be uint8 or uint16, got {image.dtype}")
-    if not np.issubdtype(label.dtype, np.integer) and label.dtype != np.bool_:
-        raise ValueError(f"{where}: label dtype must be integer, got {label.dtype}")
-    if label.dtype != np.uint8 and label.size:
-        lo, hi = int(label.min()), int(label.max())
-        if lo < 0 or hi > 255:
-            raise ValueError(
-                f"{where}: label values span [{lo}, {hi}], outside the label spec "
-                f"{spec.allowed}"
-            )
-    return count_labels(label, spec, where)
 
 
 class VolumeStore:
@@ -173,7 +91,7 @@ class VolumeStore:
             raise ValueError(f"chunks must be three positive ints, got {chunks}")
         location = str(path)
         if isinstance(path, (str, os.PathLike)):
-            if _is_url(str(path)):
+            if is_url(str(path)):
                 raise ValueError(f"{path}: remote stores are read-only; create stores locally")
             if Path(path).exists() and any(Path(path).iterdir()) and not overwrite:
                 raise FileExistsError(f"{path} exists; open it with VolumeStore.open() "
@@ -210,7 +128,7 @@ class VolumeStore:
         location = str(path_or_url)
         if isinstance(path_or_url, (str, os.PathLike)):
             p = str(path_or_url)
-            if _is_url(p):
+            if is_url(p):
                 if mode != "r":
                     raise ValueError(f"{p}: remote stores are read-only; open with mode='r'")
                 path_or_url = zarr.storage.FsspecStore.from_url(
@@ -310,7 +228,7 @@ class VolumeStore:
             FileExistsError: ``volume_id`` is already complete and ``overwrite`` is False.
             ValueError: non-3-D input, mismatched shapes, bad dtypes or label values.
         """
-        volume_id = _check_id(volume_id)
+        volume_id = check_volume_id(volume_id)
         image, label = np.asarray(image), np.asarray(label)
         census = validate_pair(image, label, self.label_spec, f"volume {volume_id}")
         if volume_id in self:
@@ -355,7 +273,7 @@ class VolumeStore:
         chunks = tuple(min(c, s) for c, s in zip(self.chunks, info.shape, strict=True))
         sources, targets = [], []
         for role, data in arrays.items():
-            if role in ("image", "label") or not _ID_PATTERN.match(role):
+            if role in ("image", "label") or not ID_PATTERN.match(role):
                 raise ValueError(f"invalid derived role {role!r}")
             if tuple(data.shape) != info.shape:
                 raise ValueError(f"{role} of shape {tuple(data.shape)} does not match volume "
@@ -394,7 +312,7 @@ class VolumeStore:
         Label values are not scanned here (that could mean reading terabytes); the index build
         checks them in its single pass.
         """
-        volume_id = _check_id(volume_id)
+        volume_id = check_volume_id(volume_id)
         if volume_id in self and not overwrite:
             raise FileExistsError(f"volume {volume_id!r} already exists in {self._location}")
         urls = {"image": _array_url(image, level), "label": _array_url(label, level)}
@@ -441,7 +359,7 @@ def _array_url(arr: zarr.Array | str, level: int | None) -> str:
             return store.fs.unstrip_protocol(f"{store.path}/{arr.path}".rstrip("/"))
         raise ValueError(f"cannot register an array held in {type(store).__name__}: "
                          "register arrays from a local folder or a URL")
-    url = str(arr) if _is_url(str(arr)) else str(Path(arr).resolve())
+    url = str(arr) if is_url(str(arr)) else str(Path(arr).resolve())
     node = zarr.open(url, mode="r")
     if isinstance(node, zarr.Array):
         if level not in (None, 0):

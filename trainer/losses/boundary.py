@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .targets import Targets, TermValue, float32_term, masked_sum
+from .targets import Targets, TermValue, float32_term, masked_sum, require
 
 
 class BoundaryLoss(nn.Module):
@@ -26,11 +26,9 @@ class BoundaryLoss(nn.Module):
 
     @float32_term
     def forward(self, logits: torch.Tensor, t: Targets) -> TermValue:
-        if t.sdt is None:
-            raise ValueError("boundary loss needs the signed-distance target 'sdt': derive it "
-                             "with `python tools/derive.py STORE` (or set boundary_weight=0)")
+        sdt = require(t.sdt, "sdt", "boundary", "boundary_weight")
         p = torch.sigmoid(logits)
         valid = t.valid.float()
-        total = masked_sum(p * t.sdt.clamp(-self.clip, self.clip) / self.clip, valid)
+        total = masked_sum(p * sdt.clamp(-self.clip, self.clip) / self.clip, valid)
         count = valid.flatten(1).sum(1)
         return TermValue(total.sum() / count.sum().clamp(min=1), total / count.clamp(min=1))

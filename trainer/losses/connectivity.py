@@ -5,7 +5,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .targets import SKELETON_GAP, SKELETON_SURFACE, Targets, TermValue, float32_term, masked_sum
+from .targets import (
+    SKELETON_GAP,
+    SKELETON_SURFACE,
+    Targets,
+    TermValue,
+    float32_term,
+    masked_sum,
+    require,
+)
 
 
 class ConnectivityLoss(nn.Module):
@@ -26,13 +34,11 @@ class ConnectivityLoss(nn.Module):
 
     @float32_term
     def forward(self, logits: torch.Tensor, t: Targets) -> TermValue:
-        if t.skeleton is None:
-            raise ValueError("connectivity loss needs the 'skeleton' target: derive it with "
-                             "`python tools/derive.py STORE` (or set connectivity_weight=0)")
+        skeleton = require(t.skeleton, "skeleton", "connectivity", "connectivity_weight")
         p = torch.sigmoid(logits)
         valid = t.valid.float()
-        surface = (t.skeleton == SKELETON_SURFACE).float() * valid
-        gap = (t.skeleton == SKELETON_GAP).float() * valid
+        surface = (skeleton == SKELETON_SURFACE).float() * valid
+        gap = (skeleton == SKELETON_GAP).float() * valid
         s = self.smooth
         hit, n_surf = masked_sum(p, surface), surface.flatten(1).sum(1)
         bridge, n_gap = masked_sum(p, gap), gap.flatten(1).sum(1)

@@ -17,7 +17,7 @@ import torch
 
 from vesuvius_data.labels import LabelSpec
 
-__all__ = ["Targets", "make_targets", "TermValue", "float32_term", "masked_sum"]
+__all__ = ["Targets", "make_targets", "TermValue", "float32_term", "masked_sum", "require"]
 
 #: values of the stored skeleton target
 SKELETON_SURFACE, SKELETON_GAP = 1, 2
@@ -72,6 +72,14 @@ def float32_term(forward: Callable[..., TermValue]) -> Callable[..., TermValue]:
             return forward(self, logits.float(), targets)
 
     return wrapper
+
+
+def require(target: torch.Tensor | None, name: str, term: str, weight_key: str) -> torch.Tensor:
+    """The derived target ``name``, or an error that says how to make it."""
+    if target is None:
+        raise ValueError(f"{term} loss needs the {name!r} target: derive it with "
+                         f"`python tools/derive.py STORE` (or set {weight_key}=0)")
+    return target
 
 
 def masked_sum(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
