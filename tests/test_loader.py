@@ -42,6 +42,20 @@ def test_chunk_fast_path_equals_zarr_on_every_chunk(tmp_path, codec):
         np.testing.assert_array_equal(got, expected[sl])
 
 
+def test_fast_array_equals_zarr_on_any_slice(store):
+    from vesuvius_data.chunk_reader import FastArray
+
+    arr = store.zarr_array("vol_a", "label")  # 48x56x64 in 16^3 chunks
+    fast = FastArray(arr)
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        lo = [int(rng.integers(0, n)) for n in arr.shape]
+        hi = [int(rng.integers(a + 1, n + 1)) for a, n in zip(lo, arr.shape, strict=True)]
+        key = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+        np.testing.assert_array_equal(fast[key], arr[key])
+    np.testing.assert_array_equal(fast[0:0, :, :], arr[0:0, :, :])
+
+
 def test_window_cache_assembles_windows_and_bounds_memory(store, small_pair):
     image, _ = small_pair
     cache = WindowCache(store.zarr_array, max_bytes=3 * 16**3)

@@ -18,7 +18,7 @@ import zarr
 import zarr.storage
 from zarr.codecs import BloscCodec, BytesCodec, ZstdCodec
 
-__all__ = ["ChunkReader", "WindowCache"]
+__all__ = ["ChunkReader", "WindowCache", "FastArray"]
 
 
 def _fast_decoder(arr: zarr.Array) -> Callable[[bytes], bytes] | None:
@@ -136,4 +136,49 @@ class WindowCache:
                         tuple(slice(a - n * s, b - n * s) for a, b, n, s in
                               zip(lo, hi, idx, ch, strict=True))]
         self.delivered_bytes += out.nbytes
+        return out
+
+
+class FastArray:
+    """Array-like view of a zarr array whose reads go through ``ChunkReader`` (no cache).
+
+    ``da.from_array(FastArray(arr), chunks=...)`` gives dask arrays that decode chunks with
+    numcodecs directly: the index build reads labels ~3x faster than through zarr-python.
+    Picklable (the reader is rebuilt where it is used).
+    """
+
+    def __init__(self, arr: zarr.Array) -> None:
+        self.arr = arr
+        self.shape = tuple(arr.shape)
+        self.dtype = np.dtype(arr.dtype)
+        self.ndim = len(self.shape)
+        self._reader: ChunkReader | None = None
+
+    def __getstate__(self) -> dict:
+        return {"arr": self.arr, "shape": self.shape, "dtype": self.dtype, "ndim": self.ndim,
+                "_reader": None}
+
+    def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray:
+        if not isinstance(key, tuple) or len(key) != self.ndim or not all(
+                isinstance(k, slice) and k.step in (None, 1) for k in key):
+            return np.asarray(self.arr[key])
+        if self._reader is None:
+            self._reader = ChunkReader(self.arr)
+        r = self._reader
+        bounds = [k.indices(n)[:2] for k, n in zip(key, self.shape, strict=True)]
+        out = np.empty(tuple(max(b - a, 0) for a, b in bounds), self.dtype)
+        if out.size == 0:
+            return out
+        ranges = [range(a // c, (b - 1) // c + 1) for (a, b), c in zip(bounds, r.chunks,
+                                                                         strict=True)]
+        for idx in np.ndindex(*(len(x) for x in ranges)):
+            chunk = tuple(rg[i] for rg, i in zip(ranges, idx, strict=True))
+            data = r.read(chunk)
+            lo = [max(a, c * k) for (a, _), c, k in zip(bounds, chunk, r.chunks, strict=True)]
+            hi = [min(b, c * k + d) for (_, b), c, k, d in zip(bounds, chunk, r.chunks,
+                                                               data.shape, strict=True)]
+            out[tuple(slice(x - a, y - a) for x, y, (a, _) in zip(lo, hi, bounds,
+                                                                  strict=True))] = data[
+                tuple(slice(x - c * k, y - c * k) for x, y, c, k in zip(lo, hi, chunk, r.chunks,
+                                                                        strict=True))]
         return out

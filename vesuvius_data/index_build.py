@@ -32,6 +32,7 @@ from dask.callbacks import Callback
 from ._kernels import N_CHANNELS
 from ._version import __version__
 from .block_counts import FACES, correct_block, count_block
+from .chunk_reader import FastArray
 from .labels import LabelSpec
 from .patch_index import COUNT_COLUMNS, IndexParams, PatchIndex
 from .store import VolumeStore
@@ -63,13 +64,22 @@ class VolumeSource:
 
 def sources_from_store(store: VolumeStore, volume_ids: Sequence[str] | None = None,
                        block: tuple[int, int, int] | None = None) -> list[VolumeSource]:
-    """Sources for a store's volumes; dask chunks of ``block`` so each task reads its block
-    from zarr in one call (instead of one task per zarr chunk plus a merge)."""
+    """Sources for a store's volumes, in dask chunks of ``block``.
+
+    Each task decodes its block's chunks through ``FastArray`` (numcodecs directly for local
+    Blosc/Zstd chunks, zarr otherwise): about twice as fast as reading through zarr-python.
+    """
     out = []
     for vid in volume_ids if volume_ids is not None else store.ids():
         info = store.info(vid)
-        out.append(VolumeSource(vid, store.label(vid, block), store.image(vid, block),
-                                info.scroll_id, info.generation))
+        lazy = {
+            role: da.from_array(FastArray(store.zarr_array(vid, role)), chunks=block,
+                                asarray=False,
+                                name=f"vd-read-{role}-{vid}-{info.generation or id(store)}")
+            for role in ("label", "image")
+        }
+        out.append(VolumeSource(vid, lazy["label"], lazy["image"], info.scroll_id,
+                                info.generation))
     return out
 
 
