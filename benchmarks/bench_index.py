@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 import statistics
@@ -24,8 +25,9 @@ from pathlib import Path
 import numpy as np
 import psutil
 
-from vesuvius_data import VolumeSource, VolumeStore, build_index
+from vesuvius_data import VolumeStore, build_index
 from vesuvius_data._kernels import count_cells
+from vesuvius_data.index_build import sources_from_store
 from vesuvius_data.synthetic import make_volume
 
 
@@ -95,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
             store.add_volume(f"v{i}", *make_volume((320, 320, 320), seed=i))
         ids = store.ids()
         build_index(store, 128, 64, progress=False)  # warm: numba cache, imports
-        labels_only = [VolumeSource(v, store.label(v, (128, 128, 128))) for v in ids]
+        labels_only = [dataclasses.replace(s, image=None)
+                       for s in sources_from_store(store, block=(128, 128, 128))]
         builds, label_builds, zarr_reads, dask_reads = [], [], [], []
         for _ in range(args.repeats):
             t = time.perf_counter()
