@@ -213,6 +213,17 @@ def test_cli_in_process(tmp_path, store, capsys):
 
 
 @pytest.mark.slow
+def test_cli_starts_a_local_cluster(tmp_path, store, capsys):
+    out = tmp_path / "w.npz"
+    assert index_tool.main([str(tmp_path / "store.zarr"), "--patch-size", "16", "--out",
+                            str(out), "--workers", "2", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    local = build_index(store, 16, 8, progress=False)
+    assert summary["rows"] == len(local)
+    np.testing.assert_array_equal(PatchIndex.load(out).surface, local.surface)
+
+
+@pytest.mark.slow
 def test_distributed_local_cluster_with_two_processes(tmp_path, store):
     from distributed import Client, LocalCluster
 
