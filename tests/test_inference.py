@@ -1,0 +1,85 @@
+"""Sliding-window inference, post-processing and tools/predict.py."""
+
+from __future__ import annotations
+
+import zipfile
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from tools import predict
+from trainer.checkpoint import save_checkpoint
+from trainer.config import Config
+from trainer.inference import gaussian_weights, postprocess, predict_volume, window_corners
+from trainer.model import build_model
+from vesuvius_data.synthetic import make_volume, write_competition_layout
+
+
+class Pointwise(torch.nn.Module):
+    """logit = 8 * (x - 0.5): position-independent, so stitching must be invisible."""
+
+    def forward(self, x):
+        return 8 * (x - 0.5)
+
+
+def test_windows_cover_every_voxel_and_end_at_the_border():
+    shape, patch = (37, 20, 50), (16, 16, 16)
+    cover = np.zeros(shape, int)
+    for z, y, x in window_corners(shape, patch, 0.5):
+        cover[z:z + 16, y:y + 16, x:x + 16] += 1
+    assert cover.min() >= 1
+    assert max(c[0] for c in window_corners(shape, patch, 0.5)) == 37 - 16
+    with pytest.raises(ValueError, match="larger than the volume"):
+        window_corners((8, 40, 40), patch, 0.5)
+    with pytest.raises(ValueError, match="overlap"):
+        window_corners(shape, patch, 1.0)
+
+
+def test_gaussian_weights_peak_in_the_middle():
+    w = gaussian_weights((8, 9, 10))
+    assert w.max() == pytest.approx(1.0) and w.min() >= 1e-3
+    assert w[0, 4, 5] < w[4, 4, 5] and np.allclose(w, w[::-1, ::-1, ::-1])
+
+
+@pytest.mark.parametrize("tta", [False, True])
+def test_stitched_prediction_equals_whole_volume_prediction(tta):
+    image, _ = make_volume((40, 36, 44), seed=5)
+    prob = predict_volume(Pointwise(), image, (16, 16, 16), overlap=0.5, batch_size=3,
+                          tta=tta, normalize="unit", device="cpu")
+    expected = 1 / (1 + np.exp(-8 * (image / 255.0 - 0.5)))
+    np.testing.assert_allclose(prob, expected, atol=1e-5)
+
+
+def test_postprocess_drops_small_components_and_fills_small_holes():
+    prob = np.zeros((20, 20, 20), np.float32)
+    prob[5:15, 5:15, 5:15] = 0.9  # a 1000-voxel block ...
+    prob[9, 9, 9] = 0.1  # ... with a one-voxel hole
+    prob[0, 0, 0] = 0.8  # and a one-voxel speck
+    plain = postprocess(prob)
+    assert plain.dtype == np.uint8 and plain.sum() == 999 + 1
+    cleaned = postprocess(prob, min_component=10, max_hole=5)
+    assert cleaned[0, 0, 0] == 0 and cleaned[9, 9, 9] == 1 and cleaned.sum() == 1000
+
+
+def test_predict_tool_writes_named_masks_and_a_zip(tmp_path, capsys):
+    write_competition_layout(tmp_path / "comp", 2, (32, 32, 32), seed=2)
+    cfg = Config(patch_size=16, initial_filters=4, depth=2)
+    model = build_model(cfg.model, 4, 2)
+    from dataclasses import asdict
+
+    save_checkpoint(tmp_path / "ck.pt", {"model": model.state_dict(), "config": asdict(cfg),
+                                         "ema": None})
+    src = tmp_path / "comp" / "train_images"
+    assert predict.main([str(tmp_path / "ck.pt"), str(src), str(tmp_path / "out"),
+                         "--zip", str(tmp_path / "sub.zip"), "--tta"]) == 0
+    for tif in src.glob("*.tif"):
+        mask = tifffile.imread(tmp_path / "out" / tif.name)
+        assert mask.shape == (32, 32, 32) and mask.dtype == np.uint8
+        assert set(np.unique(mask)) <= {0, 1}
+    with zipfile.ZipFile(tmp_path / "sub.zip") as z:
+        assert sorted(z.namelist()) == sorted(p.name for p in src.glob("*.tif"))
+    assert predict.main([str(tmp_path / "ck.pt"), str(tmp_path / "nope"),
+                         str(tmp_path / "o2")]) == 2
+    assert "no such folder" in capsys.readouterr().err

@@ -1,0 +1,110 @@
+"""Turn a checkpoint into one uint8 mask TIF per input volume (and a submission zip).
+
+    python tools/predict.py CHECKPOINT INPUT OUT_DIR [--threshold 0.5] [--tta] [--overlap 0.5]
+        [--min-component N] [--max-hole N] [--zip submission.zip]
+
+INPUT is a folder of TIF stacks (e.g. test_images/) or a VolumeStore; each output keeps its
+input's name ({id}.tif). Sliding-window inference with Gaussian blending; see
+trainer/inference.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import tifffile
+import torch
+from tqdm.auto import tqdm
+
+from trainer.checkpoint import load_checkpoint
+from trainer.config import config_from_dict
+from trainer.inference import postprocess, predict_volume, window_corners
+from trainer.model import build_model
+from vesuvius_data.competition import read_tif
+from vesuvius_data.store import VolumeStore
+
+
+def load_model(checkpoint: str | Path) -> tuple[torch.nn.Module, int]:
+    """The model of a checkpoint (its EMA weights when it kept them) and its patch size."""
+    ck = load_checkpoint(checkpoint)
+    cfg = config_from_dict(ck["config"])
+    model = build_model(cfg.model, cfg.initial_filters, cfg.depth, cfg.deep_supervision)
+    if ck.get("ema"):
+        state = {k.removeprefix("module."): v for k, v in ck["ema"].items()
+                 if k.startswith("module.")}
+    else:
+        state = ck["model"]
+    model.load_state_dict(state)
+    return model.eval(), cfg.patch_size
+
+
+def _inputs(path: Path) -> dict[str, object]:
+    """id -> lazily read volume, from a store or a folder of TIFs."""
+    if (path / "zarr.json").is_file():
+        store = VolumeStore.open(path)
+        return {vid: store.zarr_array(vid, "image") for vid in store.ids()}
+    if path.is_dir():
+        tifs = sorted(path.glob("*.tif"))
+        if not tifs:
+            raise FileNotFoundError(f"{path}: no .tif files and not a VolumeStore")
+        return {p.stem: p for p in tifs}
+    raise FileNotFoundError(f"{path}: no such folder")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog=__doc__.split("\n\n", 1)[1])
+    ap.add_argument("checkpoint", help="a .pt file or a run folder (its last.pt)")
+    ap.add_argument("input", type=Path)
+    ap.add_argument("out_dir", type=Path)
+    ap.add_argument("--threshold", type=float, default=0.5)
+    ap.add_argument("--tta", action="store_true", help="average over the 8 flips")
+    ap.add_argument("--overlap", type=float, default=0.5)
+    ap.add_argument("--batch-size", type=int, default=2)
+    ap.add_argument("--min-component", type=int, default=0,
+                    help="drop predicted components smaller than N voxels (26-connected)")
+    ap.add_argument("--max-hole", type=int, default=0,
+                    help="fill enclosed holes of at most N voxels")
+    ap.add_argument("--zip", type=Path, default=None, help="also pack the TIFs into this zip")
+    args = ap.parse_args(argv)
+    try:
+        model, patch = load_model(args.checkpoint)
+        inputs = _inputs(args.input)
+    except (FileNotFoundError, ValueError, KeyError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for vid, source in tqdm(inputs.items(), desc="predict", unit="vol"):
+        try:
+            volume = read_tif(source) if isinstance(source, Path) else source
+            shape = tuple(volume.shape)
+            window_corners(shape, (patch,) * 3, args.overlap)  # checks size up front
+        except (FileNotFoundError, ValueError) as e:
+            print(f"error: {vid}: {e}", file=sys.stderr)
+            return 2
+        prob = predict_volume(model, volume, (patch,) * 3, overlap=args.overlap,
+                              batch_size=args.batch_size, tta=args.tta)
+        mask = postprocess(prob, args.threshold, args.min_component, args.max_hole)
+        out = args.out_dir / f"{vid}.tif"
+        tmp = out.with_suffix(".tif.partial")
+        tifffile.imwrite(tmp, mask, compression="lzw")
+        tmp.replace(out)
+        written.append(out)
+        print(f"{vid}: {shape} -> {out} (foreground {mask.mean():.1%}, mean p "
+              f"{float(np.mean(prob)):.3f})")
+    if args.zip:
+        with zipfile.ZipFile(args.zip, "w", zipfile.ZIP_DEFLATED) as z:
+            for p in written:
+                z.write(p, p.name)
+        print(f"wrote {args.zip} ({len(written)} files)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
