@@ -103,3 +103,22 @@ def test_single_block_without_halo_sees_volume_faces_as_non_background():
 def test_rejects_non_uint8_labels():
     with pytest.raises(ValueError, match="uint8"):
         count_cells(np.zeros((2, 2, 2), np.int32), None, origin=(0, 0, 0), stride=(1, 1, 1))
+
+
+def test_cells_wider_than_255_voxels_are_counted_in_several_runs():
+    """Runs use 8-bit accumulators; a 300-voxel cell must be split, not overflow."""
+    rng = np.random.default_rng(0)
+    label = rng.choice(np.array([0, 1, 2], np.uint8), size=(3, 4, 700), p=(0.2, 0.6, 0.2))
+    image = rng.integers(0, 256, label.shape, dtype=np.uint8)
+    _, counts, _ = count_cells(label, image, origin=(0, 0, 0), stride=(3, 4, 300),
+                               air_threshold=10)
+    np.testing.assert_array_equal(counts, reference_cells(label, image, (3, 4, 300), air=10))
+
+
+@pytest.mark.parametrize("air", [-1, 0, 254, 255, 1000])
+def test_air_thresholds_outside_the_dtype_range(air):
+    image = np.arange(256, dtype=np.uint8).reshape(4, 8, 8)
+    label = np.zeros(image.shape, np.uint8)
+    _, counts, _ = count_cells(label, image, origin=(0, 0, 0), stride=(4, 8, 8),
+                               air_threshold=air)
+    assert counts[CHANNELS.index("tissue")].sum() == int((image.astype(int) > air).sum())
