@@ -165,6 +165,82 @@ def _patch_columns(cells: np.ndarray, shape: tuple[int, ...], params: IndexParam
     return cols
 
 
+def _triage(sources: list[VolumeSource], params: IndexParams, previous: PatchIndex | None,
+            strict: bool) -> tuple[list[VolumeSource], list[VolumeSource], list[str]]:
+    """(to index, to copy from ``previous``, skipped as smaller than the patch)."""
+    reusable = previous is not None and previous.params == params
+    fresh, reused, skipped = [], [], []
+    for src in sources:
+        if src.label.ndim != 3:
+            raise ValueError(f"volume {src.volume_id}: label must be 3-D, got {src.label.shape}")
+        if src.image is not None and src.image.shape != src.label.shape:
+            raise ValueError(f"volume {src.volume_id}: image {src.image.shape} and label "
+                             f"{src.label.shape} differ in shape")
+        if any(d < p for d, p in zip(src.label.shape, params.patch_size, strict=True)):
+            msg = (f"volume {src.volume_id} of shape {src.label.shape} is smaller than the "
+                   f"patch {params.patch_size}")
+            if strict:
+                raise ValueError(msg + " (strict)")
+            warnings.warn(msg + "; skipped", SmallVolumeWarning, stacklevel=3)
+            skipped.append(src.volume_id)
+            continue
+        prev = previous.volumes.get(src.volume_id) if reusable and previous else None
+        if prev and src.generation and prev.get("generation") == src.generation:
+            reused.append(src)
+        else:
+            fresh.append(src)
+    return fresh, reused, skipped
+
+
+def _count_volumes(fresh: list[VolumeSource], params: IndexParams, block: tuple[int, int, int],
+                   client: Any, num_workers: int | None, progress: bool
+                   ) -> dict[str, tuple[np.ndarray, str]]:
+    """Cell grid and content fingerprint of each volume, computed in bounded batches."""
+    from tqdm.auto import tqdm
+
+    def n_blocks(src: VolumeSource) -> int:
+        return int(np.prod([len(_splits(0, n, b)) for n, b in
+                            zip(src.label.shape, block, strict=True)]))
+
+    batches: list[list[VolumeSource]] = []
+    for src in fresh:
+        if not batches or sum(map(n_blocks, batches[-1])) + n_blocks(src) > _MAX_BLOCKS_PER_BATCH:
+            batches.append([])
+        batches[-1].append(src)
+    cells = {s.volume_id: np.zeros((N_CHANNELS,) + tuple(
+        -(-d // st) for d, st in zip(s.label.shape, params.stride, strict=True)), np.int64)
+        for s in fresh}
+    invalid = dict.fromkeys(cells, 0)
+    digests: dict[str, list[tuple[tuple[int, int, int], bytes]]] = {v: [] for v in cells}
+    with tqdm(total=sum(map(n_blocks, fresh)), desc="index", unit="block",
+              disable=not progress) as bar:
+        for batch in batches:
+            owners, tasks = [], []
+            for src in batch:
+                t = _volume_tasks(src, block, params)
+                tasks += t
+                owners += [src.volume_id] * len(t)
+            for vid, r in zip(owners, _run(tasks, client, num_workers, bar.update),
+                              strict=True):
+                sl = tuple(slice(c, c + n) for c, n in zip(r.cell0, r.counts.shape[1:],
+                                                           strict=True))
+                cells[vid][(slice(None),) + sl] += r.counts
+                invalid[vid] += r.invalid
+                digests[vid].append((r.origin, r.digest))
+    spec = params.label_spec
+    out = {}
+    for vid, grid in cells.items():
+        if invalid[vid]:
+            raise ValueError(f"volume {vid}: {invalid[vid]} label values outside the label spec "
+                             f"(background={spec.background}, foreground={spec.foreground}, "
+                             f"ignore={spec.ignore})")
+        h = hashlib.blake2b(digest_size=16)
+        for origin, d in sorted(digests[vid]):
+            h.update(np.asarray(origin, np.int64).tobytes() + d)
+        out[vid] = (grid, h.hexdigest())
+    return out
+
+
 def build_index(
     source: VolumeStore | Sequence[VolumeSource],
     patch_size: int | tuple[int, int, int],
@@ -189,8 +265,6 @@ def build_index(
         client: a ``distributed.Client``; None runs on local threads (``num_workers``).
         strict: a volume smaller than the patch is an error instead of a warning.
     """
-    from tqdm.auto import tqdm
-
     P = (patch_size,) * 3 if isinstance(patch_size, int) else tuple(patch_size)
     if stride is None:
         stride = tuple(max(p // 2, 1) for p in P)
@@ -201,106 +275,40 @@ def build_index(
     else:
         sources = list(source)
     params = IndexParams(P, S, label_spec or LabelSpec(), int(air_threshold))  # type: ignore
+    fresh, reused, skipped = _triage(sources, params, previous, strict)
+    counted = _count_volumes(fresh, params, block, client, num_workers, progress)
 
-    reusable = previous is not None and previous.params == params
-    fresh, skipped, reused = [], [], []
-    for src in sources:
-        if src.label.ndim != 3:
-            raise ValueError(f"volume {src.volume_id}: label must be 3-D, got {src.label.shape}")
-        if src.image is not None and src.image.shape != src.label.shape:
-            raise ValueError(f"volume {src.volume_id}: image {src.image.shape} and label "
-                             f"{src.label.shape} differ in shape")
-        if any(d < p for d, p in zip(src.label.shape, P, strict=True)):
-            msg = (f"volume {src.volume_id} of shape {src.label.shape} is smaller than the "
-                   f"patch {P}")
-            if strict:
-                raise ValueError(msg + " (strict)")
-            warnings.warn(msg + "; skipped", SmallVolumeWarning, stacklevel=2)
-            skipped.append(src.volume_id)
-            continue
-        prev = previous.volumes.get(src.volume_id) if reusable and previous else None
-        if prev and src.generation and prev.get("generation") == src.generation:
-            reused.append(src)
-        else:
-            fresh.append(src)
-
-    # one dask computation per batch of whole volumes, bounded in blocks
-    def n_blocks(src: VolumeSource) -> int:
-        return int(np.prod([len(_splits(0, n, b)) for n, b in
-                            zip(src.label.shape, block, strict=True)]))
-
-    batches: list[list[VolumeSource]] = []
-    for src in fresh:
-        if not batches or sum(map(n_blocks, batches[-1])) + n_blocks(src) > _MAX_BLOCKS_PER_BATCH:
-            batches.append([])
-        batches[-1].append(src)
-    cells: dict[str, np.ndarray] = {}
-    invalid: dict[str, int] = {}
-    digests: dict[str, list[tuple[tuple[int, int, int], bytes]]] = {}
-    for src in fresh:
-        cells[src.volume_id] = np.zeros((N_CHANNELS,) + tuple(
-            -(-d // s) for d, s in zip(src.label.shape, S, strict=True)), np.int64)
-        invalid[src.volume_id], digests[src.volume_id] = 0, []
-    with tqdm(total=sum(map(n_blocks, fresh)), desc="index", unit="block",
-              disable=not progress) as bar:
-        for batch in batches:
-            owners, tasks = [], []
-            for src in batch:
-                t = _volume_tasks(src, block, params)
-                tasks += t
-                owners += [src.volume_id] * len(t)
-            for vid, r in zip(owners, _run(tasks, client, num_workers, bar.update),
-                              strict=True):
-                sl = tuple(slice(c, c + n) for c, n in zip(r.cell0, r.counts.shape[1:],
-                                                           strict=True))
-                cells[vid][(slice(None),) + sl] += r.counts
-                invalid[vid] += r.invalid
-                digests[vid].append((r.origin, r.digest))
-
-    for vid, bad in invalid.items():
-        if bad:
-            spec = params.label_spec
-            raise ValueError(f"volume {vid}: {bad} label values outside the label spec "
-                             f"(background={spec.background}, foreground={spec.foreground}, "
-                             f"ignore={spec.ignore})")
-
-    # assemble rows volume by volume, in source order
-    by_id = {s.volume_id: s for s in fresh + reused}
+    # rows volume by volume, in source order: new ones from their cells, reused ones copied
     reused_ids = {s.volume_id for s in reused}
-    columns: dict[str, list[np.ndarray]] = {}
+    parts: list[dict[str, np.ndarray]] = []
     volumes: dict[str, dict[str, Any]] = {}
-    for code, vid in enumerate(v for v in (s.volume_id for s in sources) if v in by_id):
-        src = by_id[vid]
+    for src in sources:
+        vid = src.volume_id
         if vid in reused_ids:
             assert previous is not None
-            cols = {k: v[previous.rows_of(vid)] for k, v in previous.columns.items()}
-            entry = dict(previous.volumes[vid])
-        else:
-            cols = _patch_columns(cells[vid], src.label.shape, params)
-            c = cells[vid].sum(axis=(1, 2, 3))
-            h = hashlib.blake2b(digest_size=16)
-            for origin, d in sorted(digests[vid]):
-                h.update(np.asarray(origin, np.int64).tobytes() + d)
-            entry = {
+            parts.append({k: v[previous.rows_of(vid)] for k, v in previous.columns.items()
+                          if k != "volume"})
+            volumes[vid] = dict(previous.volumes[vid])
+        elif vid in counted:
+            grid, fingerprint = counted[vid]
+            parts.append(_patch_columns(grid, src.label.shape, params))
+            totals = grid.sum(axis=(1, 2, 3))
+            volumes[vid] = {
                 "shape": list(src.label.shape), "scroll_id": src.scroll_id,
-                "generation": src.generation, "fingerprint": h.hexdigest(),
-                "block": list(block),
+                "generation": src.generation, "fingerprint": fingerprint, "block": list(block),
                 "totals": {"voxels": int(np.prod(src.label.shape)),
-                           **{name: int(c[i]) for i, name in enumerate(COUNT_COLUMNS)}},
+                           **{name: int(totals[i]) for i, name in enumerate(COUNT_COLUMNS)}},
             }
-        cols["volume"] = np.full(len(cols["gz"]), code, np.uint16 if code < 2**16 else np.uint32)
-        for k, v in cols.items():
-            columns.setdefault(k, []).append(v)
-        volumes[vid] = entry
     if not volumes:
         raise ValueError("no volume could be indexed (all smaller than the patch, or none given)")
-    merged = {k: np.concatenate(v) for k, v in columns.items()}
-    if merged["volume"].dtype != np.uint16 and len(volumes) < 2**16:
-        merged["volume"] = merged["volume"].astype(np.uint16)
-    dropped = sorted(set(previous.volumes) - set(volumes)) if previous is not None else []
+    merged = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    merged["volume"] = np.repeat(np.arange(len(parts)), [len(p["gz"]) for p in parts]).astype(
+        np.uint16 if len(parts) < 2**16 else np.uint32)
+    reusable = previous is None or previous.params == params
     meta = {"version": __version__, "build": {
         "built": [s.volume_id for s in fresh], "reused": [s.volume_id for s in reused],
-        "skipped_small": skipped, "dropped": dropped,
-        "rebuilt_all_because": (None if previous is None or reusable
-                                else "parameters differ from the previous index")}}
+        "skipped_small": skipped,
+        "dropped": sorted(set(previous.volumes) - set(volumes)) if previous else [],
+        "rebuilt_all_because": None if reusable else "parameters differ from the previous index",
+    }}
     return PatchIndex(merged, params, volumes, meta)
