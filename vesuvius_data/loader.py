@@ -270,7 +270,10 @@ def make_loader(
     elif strategy_kwargs:
         raise ValueError("strategy options apply only when the strategy is given by name")
     n = samples_per_epoch or len(strategy.candidates)
-    sampler = RowSampler(strategy, n, seed=seed, window=max(8 * batch_size, 16))
+    # sorting 64 draws at a time lets consecutive batches share chunks: with a chunk cache far
+    # smaller than the data, read amplification fell from 1.49 (16 draws) to 1.07 (64) here;
+    # 256 gave 0.54 but strings batches from one region together
+    sampler = RowSampler(strategy, n, seed=seed, window=max(32 * batch_size, 64))
     dataset = PatchDataset(store.location, index, roles=roles, normalize=normalize,
                            transforms=transforms, cache_bytes=cache_bytes)
     loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler,
