@@ -55,14 +55,14 @@ def _prepare_data(cfg: Config, needs: set[str], log) -> tuple[VolumeStore, Patch
     index_path = Path(cfg.index) if cfg.index else default_index_path(cfg.data_dir,
                                                                        cfg.patch_size, stride)
     previous = PatchIndex.load(index_path) if index_path.is_file() else None
-    if previous is None or previous.params.patch_size != (cfg.patch_size,) * 3 or any(
-            store.info(v).generation != m.get("generation") for v, m in previous.volumes.items()
-            if v in store) or set(previous.volumes) != set(store.ids()):
-        log(f"building the patch index {index_path} (patch {cfg.patch_size}, stride {stride})")
-        index = build_index(store, cfg.patch_size, stride, previous=previous)
+    # the index's own incremental build decides what is stale: unchanged volumes are copied
+    # without a read, so this costs nothing when the index is current
+    index = build_index(store, cfg.patch_size, stride, previous=previous, progress=False)
+    b = index.meta["build"]
+    if previous is None or b["built"] or b["dropped"]:
+        log(f"built the patch index {index_path} (patch {cfg.patch_size}, stride {stride}; "
+            f"{len(b['built'])} volumes indexed, {len(b['reused'])} reused)")
         index.save(index_path)
-    else:
-        index = previous
     return store, index, str(index_path)
 
 

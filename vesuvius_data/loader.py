@@ -95,10 +95,10 @@ class RowSampler(Sampler):
         self.samples_per_epoch = int(samples_per_epoch)
         self.seed, self.window, self.epoch = int(seed), int(window), 0
         index = strategy.index
-        self._order_key = np.lexsort((index.columns["gx"], index.columns["gy"],
-                                      index.columns["gz"], index.volume))
-        self._rank = np.empty(len(index), np.int64)
-        self._rank[self._order_key] = np.arange(len(index))
+        order = np.lexsort((index.columns["gx"], index.columns["gy"], index.columns["gz"],
+                            index.volume))
+        self._rank = np.empty(len(index), np.int64)  # position of each row in (v, z, y, x)
+        self._rank[order] = np.arange(len(index))
 
     def __len__(self) -> int:
         return self.samples_per_epoch

@@ -125,9 +125,6 @@ class PatchIndex:
     def volume_ids(self) -> list[str]:
         return list(self.volumes)
 
-    def _col(self, name: str) -> np.ndarray:
-        return self.columns[name]
-
     @property
     def volume(self) -> np.ndarray:
         return self.columns["volume"]
