@@ -1,6 +1,15 @@
-"""Pieces of the competition metric (issue 7). VOI is here; SurfaceDice and TopoScore are not
-yet, so there is no ``score_volume`` until they are."""
+"""The competition metric: TopoScore, SurfaceDice@tau and VOI, and their weighted score.
 
-from .voi import VoiResult, binarize_pair, variation_of_information
+``score_volume(pred, gt)`` is the entry point; the three parts live in their own modules.
+"""
 
-__all__ = ["VoiResult", "binarize_pair", "variation_of_information"]
+from .score import SCORE_WEIGHTS, VolumeScore, score_volume, score_volumes
+from .surface_dice import surface_dice
+from .topology import BettiCounts, betti_counts, octant_slices, topo_score_from_counts
+from .voi import VoiResult, binarize_pair, variation_of_information, voi_of_masks
+
+__all__ = [
+    "SCORE_WEIGHTS", "BettiCounts", "VoiResult", "VolumeScore", "betti_counts", "binarize_pair",
+    "octant_slices", "score_volume", "score_volumes", "surface_dice", "topo_score_from_counts",
+    "variation_of_information", "voi_of_masks",
+]

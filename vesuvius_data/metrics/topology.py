@@ -1,0 +1,254 @@
+"""TopoScore: Betti matching of prediction and ground truth, octant by octant, without reductions.
+
+The scorer runs Betti-Matching-3D on the inverted masks (foreground 0, background 1) of each of
+the 2x2x2 octants and sums the counts. In that V-construction, foreground voxels are vertices
+joined along their 6 faces, so every finite bar of a binary image is born at 0 and dies at 1, and
+the essential bar (the oldest component) is never counted. Because the images are binary, the
+counts can be read from components and Euler characteristics instead of matrix reductions:
+
+- **bars per dimension** (exact): dim 0 = 6-connected components - 1; dim 2 = cavities, the
+  26-connected background components that do not reach the octant's border; dim 1 = b0 + b2 - chi,
+  with chi = V - E + F - C of the foreground cubical complex.
+- **matched, dim 0** (exact): Betti-Matching-3D walks the union's edges in its own order
+  (birth, then x, y, z, edge type) and matches a pair when a merge at value 1 joins two parts that
+  both hold prediction and both hold ground truth. Which merges those are depends on that order,
+  so ``_dim0_matches`` replays it with a union-find (about 3 edges per voxel).
+- **matched, dim 2** (exact): a union cavity is matched when it holds the highest-index cube
+  among the union cavities inside its prediction cavity and inside its ground-truth cavity; this
+  is where the union-finds of the dual pass end up, whatever their order (proof in the tests,
+  which replay the algorithm literally on small volumes).
+- **matched, dim 1** (bound): min(p1, g1, b1 of the union). Equal to Betti matching whenever a
+  hole of one mask is either filled by the other or shared; it can differ when the union forms a
+  new tunnel where neither mask has one. Matching that exactly needs the scorer's dimension-1
+  image reduction, which is what makes it take a minute per volume.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cc3d
+import numba
+import numpy as np
+
+__all__ = ["BettiCounts", "betti_counts", "octant_slices", "topo_score_from_counts"]
+
+#: the scorer's weights for dimensions 0, 1, 2 (renormalised over the active ones)
+TOPO_WEIGHTS = (0.34, 0.33, 0.33)
+
+
+@dataclass(frozen=True)
+class BettiCounts:
+    """Betti-matching counts per homology dimension 0, 1, 2, summed over octants."""
+
+    matched: tuple[int, int, int]
+    pred: tuple[int, int, int]  # bars of the prediction (matched + unmatched)
+    gt: tuple[int, int, int]
+
+    def __add__(self, other: BettiCounts) -> BettiCounts:
+        def add(a, b):
+            return tuple(int(x) + int(y) for x, y in zip(a, b, strict=True))
+        return BettiCounts(add(self.matched, other.matched), add(self.pred, other.pred),
+                           add(self.gt, other.gt))
+
+
+def _axis_cuts(n: int, parts: int) -> list[tuple[int, int]]:
+    """Split [0, n) into ``parts`` runs whose sizes differ by at most one (larger ones first)."""
+    parts = max(1, min(parts, n if n > 0 else 1))
+    base, extra = divmod(n, parts)
+    cuts, start = [], 0
+    for i in range(parts):
+        end = start + base + (1 if i < extra else 0)
+        cuts.append((start, end))
+        start = end
+    return cuts
+
+
+def octant_slices(shape: tuple[int, ...]) -> list[tuple[slice, slice, slice]]:
+    """The scorer's 2x2x2 tiles of a volume (a 63-voxel axis splits 32 + 31)."""
+    cuts = [_axis_cuts(n, 2) for n in shape]
+    return [(slice(*a), slice(*b), slice(*c))
+            for a in cuts[0] for b in cuts[1] for c in cuts[2]
+            if a[1] > a[0] and b[1] > b[0] and c[1] > c[0]]
+
+
+def topo_score_from_counts(counts: BettiCounts, weights=TOPO_WEIGHTS) -> tuple[float, tuple]:
+    """(TopoScore, F1 per dimension with NaN for inactive ones), exactly as the scorer combines."""
+    f1, active = [], []
+    for k in range(3):
+        m, p, g = counts.matched[k], counts.pred[k], counts.gt[k]
+        if p + g == 0:
+            f1.append(float("nan"))
+            continue
+        f1.append(2.0 * m / (p + g) if g != 0 else 0.5 / (p + g + 0.5))
+        active.append(k)
+    if not active:
+        return 1.0, tuple(f1)
+    w = np.array([weights[k] for k in active], dtype=float)
+    w = w / w.sum()
+    return float((w * np.array([f1[k] for k in active])).sum()), tuple(f1)
+
+
+# --------------------------------------------------------------------------------------------
+# per-octant counts
+
+
+def betti_counts(pred: np.ndarray, gt: np.ndarray) -> BettiCounts:
+    """Betti-matching counts of two boolean masks, summed over the scorer's octants."""
+    total = BettiCounts((0, 0, 0), (0, 0, 0), (0, 0, 0))
+    for box in octant_slices(pred.shape):
+        total = total + _block_counts(np.ascontiguousarray(pred[box]),
+                                      np.ascontiguousarray(gt[box]))
+    return total
+
+
+def _block_counts(p: np.ndarray, g: np.ndarray) -> BettiCounts:
+    u = p | g
+    solid = min(p.shape) >= 2  # the scorer computes no dimension-2 pairs for flat blocks
+    bp, bg_, bu = _betti(p, solid), _betti(g, solid), _betti(u, solid)
+    m0 = _dim0_matches(p, g) if bp.b0 > 1 and bg_.b0 > 1 else 0
+    m2 = _dim2_matches(bp, bg_, bu, p.shape) if bu.cavities is not None else 0
+    m1 = min(bp.b1, bg_.b1, bu.b1)
+    return BettiCounts((m0, m1, m2), (max(bp.b0 - 1, 0), bp.b1, bp.b2),
+                       (max(bg_.b0 - 1, 0), bg_.b1, bg_.b2))
+
+
+@dataclass
+class _Betti:
+    b0: int
+    b1: int
+    b2: int
+    bg_labels: np.ndarray | None  # 26-connected background labels (when there are cavities)
+    cavities: np.ndarray | None   # labels of background components off the border
+
+
+def _betti(fg: np.ndarray, solid: bool) -> _Betti:
+    if not fg.any():
+        return _Betti(0, 0, 0, None, None)
+    b0 = int(cc3d.connected_components(fg, connectivity=6, return_N=True)[1])
+    b2, labels, cavities = 0, None, None
+    if solid and not fg.all():
+        labels, n = cc3d.connected_components(~fg, connectivity=26, return_N=True)
+        on_border = np.zeros(n + 1, bool)
+        for face in _faces(labels):
+            on_border[face] = True
+        inside = np.flatnonzero(~on_border[1:]) + 1
+        if inside.size:
+            b2, cavities = int(inside.size), inside
+    chi = int(_euler_characteristic(fg))
+    return _Betti(b0, b0 + b2 - chi, b2, labels, cavities)
+
+
+def _faces(a: np.ndarray):
+    return (a[0], a[-1], a[:, 0], a[:, -1], a[:, :, 0], a[:, :, -1])
+
+
+@numba.njit(nogil=True, cache=True)
+def _euler_characteristic(fg: np.ndarray) -> int:
+    """V - E + F - C of the V-construction complex: cells whose vertex voxels are all foreground."""
+    nx, ny, nz = fg.shape
+    chi = 0
+    for x in range(nx):
+        for y in range(ny):
+            for z in range(nz):
+                if not fg[x, y, z]:
+                    continue
+                chi += 1
+                ex = x + 1 < nx and fg[x + 1, y, z]
+                ey = y + 1 < ny and fg[x, y + 1, z]
+                ez = z + 1 < nz and fg[x, y, z + 1]
+                chi -= ex + ey + ez
+                fxy = ex and ey and fg[x + 1, y + 1, z]
+                fxz = ex and ez and fg[x + 1, y, z + 1]
+                fyz = ey and ez and fg[x, y + 1, z + 1]
+                chi += fxy + fxz + fyz
+                if fxy and fxz and fyz and fg[x + 1, y + 1, z + 1]:
+                    chi -= 1
+    return chi
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _find(parent, i):
+    while parent[i] != i:
+        parent[i] = parent[parent[i]]
+        i = parent[i]
+    return i
+
+
+@numba.njit(nogil=True, cache=True)
+def _dim0_matches(p: np.ndarray, g: np.ndarray) -> int:
+    """Matched dimension-0 pairs: Betti-Matching-3D's comparison pass, replayed.
+
+    Edges are taken in the scorer's order: all edges inside the union's foreground first (value
+    0), then every other edge (value 1), each group by (x, y, z, type). A value-1 edge that joins
+    two parts which both contain foreground is a pair of the union; it is matched when both parts
+    contain prediction and both contain ground truth (then the prediction's and the ground
+    truth's own union-finds, which mirror this one, each lose a component born at 0).
+    """
+    nx, ny, nz = p.shape
+    n = nx * ny * nz
+    parent = np.arange(n, dtype=np.int32)
+    flags = np.zeros(n, np.uint8)  # bit 0 prediction, bit 1 ground truth
+    pf = p.ravel()
+    gf = g.ravel()
+    for i in range(n):
+        flags[i] = pf[i] | (gf[i] << 1)
+    sx, sy = ny * nz, nz
+    matched = 0
+    for phase in range(2):
+        for x in range(nx):
+            for y in range(ny):
+                for z in range(nz):
+                    a = x * sx + y * sy + z
+                    for t in range(3):
+                        if t == 0:
+                            if x + 1 >= nx:
+                                continue
+                            b = a + sx
+                        elif t == 1:
+                            if y + 1 >= ny:
+                                continue
+                            b = a + sy
+                        else:
+                            if z + 1 >= nz:
+                                continue
+                            b = a + 1
+                        inside = (pf[a] or gf[a]) and (pf[b] or gf[b])
+                        if inside != (phase == 0):
+                            continue
+                        ra = _find(parent, a)
+                        rb = _find(parent, b)
+                        if ra == rb:
+                            continue
+                        fa, fb = flags[ra], flags[rb]
+                        if phase == 1 and fa == 3 and fb == 3:
+                            matched += 1
+                        parent[rb] = ra
+                        flags[ra] = fa | fb
+    return matched
+
+
+def _dim2_matches(bp: _Betti, bg: _Betti, bu: _Betti, shape) -> int:
+    """Matched cavities: the union cavity holding the highest cube of its pred and gt cavity."""
+    cav = np.isin(bu.bg_labels, bu.cavities)
+    xyz = np.nonzero(cav)
+    labels = bu.bg_labels[xyz]
+    m = [s - 1 for s in shape]
+    cube = (np.minimum(xyz[0], m[0] - 1).astype(np.int64) * (m[1] * m[2])
+            + np.minimum(xyz[1], m[1] - 1) * m[2] + np.minimum(xyz[2], m[2] - 1))
+    roots = np.zeros(int(bu.bg_labels.max()) + 1, np.int64) - 1
+    np.maximum.at(roots, labels, cube)
+    hit = np.ones(roots.size, bool)
+    for side in (bp, bg):
+        if side.cavities is None:
+            return 0
+        enclosing = side.bg_labels[xyz]  # the side's background component of each voxel
+        best = np.zeros(int(side.bg_labels.max()) + 1, np.int64) - 1
+        np.maximum.at(best, enclosing, cube)
+        is_cavity = np.zeros(best.size, bool)
+        is_cavity[side.cavities] = True
+        first = np.zeros(roots.size, np.int64)  # any voxel of each union cavity -> its enclosure
+        first[labels] = enclosing
+        ok = is_cavity[first] & (best[first] == roots)
+        hit &= ok
+    return int(hit[bu.cavities].sum())
