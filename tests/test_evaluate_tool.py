@@ -1,0 +1,70 @@
+"""tools/evaluate.py: per-volume table, JSON, zip input, workers, and clear errors."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+
+import numpy as np
+import pytest
+import tifffile
+
+from tools import evaluate
+
+
+def _sheets(*zs, shape=(32, 32, 32)):
+    v = np.zeros(shape, np.uint8)
+    for z in zs:
+        v[z] = 1
+    return v
+
+
+@pytest.fixture
+def folders(tmp_path):
+    labels, preds = tmp_path / "labels", tmp_path / "preds"
+    labels.mkdir()
+    preds.mkdir()
+    tifffile.imwrite(labels / "a.tif", _sheets(5))
+    tifffile.imwrite(labels / "b.tif", _sheets(5, 9))
+    tifffile.imwrite(preds / "a.tif", _sheets(5))                      # perfect: 1.0
+    tifffile.imwrite(preds / "b.tif", np.zeros((32, 32, 32), np.uint8))  # empty: 0.35 / 1.3
+    return preds, labels
+
+
+def test_table_and_json(folders, capsys):
+    preds, labels = folders
+    assert evaluate.main([str(preds), str(labels)]) == 0
+    out = capsys.readouterr().out
+    assert "mean" in out and "1.0000" in out and "0.2692" in out
+    assert evaluate.main([str(preds), str(labels), "--json", "--workers", "2"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["volumes"]["a"]["score"] == pytest.approx(1.0)
+    assert data["volumes"]["b"]["score"] == pytest.approx(0.35 / 1.3)
+    assert data["mean_score"] == pytest.approx((1.0 + 0.35 / 1.3) / 2)
+    assert data["volumes"]["b"]["betti"]["gt"] == [4, 0, 0]
+
+
+def test_submission_zip_scores_like_the_folder(folders, tmp_path, capsys):
+    preds, labels = folders
+    sub = tmp_path / "submission.zip"
+    with zipfile.ZipFile(sub, "w") as z:
+        for p in preds.glob("*.tif"):
+            z.write(p, p.name)
+    assert evaluate.main([str(sub), str(labels), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["mean_score"] == pytest.approx(
+        (1.0 + 0.35 / 1.3) / 2)
+
+
+def test_errors_name_the_problem(folders, capsys):
+    preds, labels = folders
+    (preds / "b.tif").unlink()
+    assert evaluate.main([str(preds), str(labels)]) == 2
+    assert "no prediction for 1 label id(s): ['b']" in capsys.readouterr().err
+    tifffile.imwrite(preds / "b.tif", np.zeros((16, 32, 32), np.uint8))
+    assert evaluate.main([str(preds), str(labels)]) == 2
+    assert "differ in shape" in capsys.readouterr().err
+    tifffile.imwrite(preds / "b.tif", np.zeros((32, 32, 32), np.uint8))
+    tifffile.imwrite(labels / "b.tif", _sheets(5) * 3)
+    assert evaluate.main([str(preds), str(labels)]) == 2
+    assert "label values [3] outside 0/1/2" in capsys.readouterr().err
+    assert evaluate.main([str(preds / "nope"), str(labels)]) == 2

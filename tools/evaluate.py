@@ -1,0 +1,149 @@
+"""Score predicted masks against labels with the competition metric, volume by volume.
+
+    python tools/evaluate.py PRED LABELS [--json] [--workers N] [--tau 2.0]
+
+PRED is a folder of {id}.tif masks (what tools/predict.py writes) or a submission .zip of them;
+LABELS is a folder of {id}.tif label volumes (0 background, 1 surface, 2 unlabeled) or a
+VolumeStore. Every prediction needs a label of the same shape; labels without a prediction are
+an error too, since a missing file would silently raise the mean. Prints a table (score, the
+three parts, the Betti bars) and the mean; --json prints the same as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+import zipfile
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from vesuvius_data.competition import read_tif
+from vesuvius_data.metrics import VolumeScore, score_volume
+from vesuvius_data.store import VolumeStore
+
+
+def _predictions(path: Path) -> dict[str, object]:
+    """id -> a callable that reads the mask, from a folder or a zip of TIFs."""
+    if path.is_file() and path.suffix == ".zip":
+        with zipfile.ZipFile(path) as z:
+            names = [n for n in z.namelist() if n.endswith(".tif")]
+        if not names:
+            raise FileNotFoundError(f"{path}: no .tif files in the zip")
+        return {Path(n).stem: ("zip", str(path), n) for n in names}
+    if path.is_dir():
+        tifs = sorted(path.glob("*.tif"))
+        if not tifs:
+            raise FileNotFoundError(f"{path}: no .tif files")
+        return {p.stem: ("tif", str(p)) for p in tifs}
+    raise FileNotFoundError(f"{path}: not a folder or a .zip")
+
+
+def _labels(path: Path) -> dict[str, object]:
+    if (path / "zarr.json").is_file():
+        return {vid: ("store", str(path), vid) for vid in VolumeStore.open(path).ids()}
+    if path.is_dir():
+        tifs = sorted(path.glob("*.tif"))
+        if not tifs:
+            raise FileNotFoundError(f"{path}: no .tif label files and not a VolumeStore")
+        return {p.stem: ("tif", str(p)) for p in tifs}
+    raise FileNotFoundError(f"{path}: no such folder")
+
+
+def _read(source: tuple) -> np.ndarray:
+    kind = source[0]
+    if kind == "tif":
+        return read_tif(source[1])
+    if kind == "zip":
+        import tifffile
+
+        with zipfile.ZipFile(source[1]) as z:
+            return tifffile.imread(io.BytesIO(z.read(source[2])))
+    return np.asarray(VolumeStore.open(source[1]).label(source[2]))
+
+
+def _score_one(vid: str, pred_src: tuple, label_src: tuple, tau: float) -> VolumeScore:
+    pred, label = _read(pred_src), _read(label_src)
+    if pred.shape != label.shape:
+        raise ValueError(f"{vid}: prediction {pred.shape} and label {label.shape} differ in shape")
+    bad = np.setdiff1d(np.unique(label), [0, 1, 2])
+    if bad.size:
+        raise ValueError(f"{vid}: label values {bad.tolist()} outside 0/1/2")
+    return score_volume(pred, label, tau=tau)
+
+
+def _pair_ids(preds: dict, labels: dict) -> list[str]:
+    missing = sorted(set(labels) - set(preds))
+    extra = sorted(set(preds) - set(labels))
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"no prediction for {len(missing)} label id(s): {missing[:5]}")
+        if extra:
+            parts.append(f"no label for {len(extra)} prediction id(s): {extra[:5]}")
+        raise ValueError("; ".join(parts))
+    return sorted(labels)
+
+
+def format_table(scores: dict[str, VolumeScore]) -> str:
+    head = (f"{'id':>14} {'score':>7} {'topo':>7} {'sdice':>7} {'voi':>7}   "
+            f"{'bars m/p/g dim0':>18} {'dim1':>12} {'dim2':>12}")
+    lines = [head, "-" * len(head)]
+    for vid, s in scores.items():
+        bars = ["/".join(str(c[k]) for c in (s.betti.matched, s.betti.pred, s.betti.gt))
+                for k in range(3)]
+        lines.append(f"{vid:>14} {s.score:7.4f} {s.topo_score:7.4f} {s.surface_dice:7.4f} "
+                     f"{s.voi_score:7.4f}   {bars[0]:>18} {bars[1]:>12} {bars[2]:>12}")
+    mean = {k: float(np.mean([getattr(s, k) for s in scores.values()]))
+            for k in ("score", "topo_score", "surface_dice", "voi_score")}
+    lines.append("-" * len(head))
+    lines.append(f"{'mean':>14} {mean['score']:7.4f} {mean['topo_score']:7.4f} "
+                 f"{mean['surface_dice']:7.4f} {mean['voi_score']:7.4f}   ({len(scores)} volumes)")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog=__doc__.split("\n\n", 1)[1])
+    ap.add_argument("pred", type=Path, help="folder of {id}.tif masks or a submission .zip")
+    ap.add_argument("labels", type=Path, help="folder of {id}.tif labels or a VolumeStore")
+    ap.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    ap.add_argument("--workers", type=int, default=1, help="score N volumes at once (processes)")
+    ap.add_argument("--tau", type=float, default=2.0, help="SurfaceDice tolerance in voxels")
+    args = ap.parse_args(argv)
+    try:
+        preds, labels = _predictions(args.pred), _labels(args.labels)
+        ids = _pair_ids(preds, labels)
+        scores: dict[str, VolumeScore] = {}
+        bar = tqdm(total=len(ids), desc="score", unit="vol", disable=None)
+        if args.workers > 1:
+            with ProcessPoolExecutor(args.workers) as pool:
+                futures = {vid: pool.submit(_score_one, vid, preds[vid], labels[vid], args.tau)
+                           for vid in ids}
+                for vid in ids:
+                    scores[vid] = futures[vid].result()
+                    bar.update()
+        else:
+            for vid in ids:
+                scores[vid] = _score_one(vid, preds[vid], labels[vid], args.tau)
+                bar.update()
+        bar.close()
+    except (FileNotFoundError, ValueError, KeyError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        out = {"mean_score": float(np.mean([s.score for s in scores.values()])),
+               "volumes": {vid: s.as_dict() for vid, s in scores.items()}}
+        print(json.dumps(out, indent=1))
+    else:
+        print(format_table(scores))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
