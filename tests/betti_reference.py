@@ -154,3 +154,82 @@ def dim2(p, g):
             if ufc.birth[d] != birth and d in keys[0] and d in keys[1]:
                 matched += 1
     return matched, bars[0], bars[1]
+
+
+def _cells(shape):
+    """Edges and faces as {key: boundary}: key (x, y, z, type) in Betti-Matching-3D's order."""
+    nx, ny, nz = shape
+    edges, faces = {}, {}
+    step = ((1, 0, 0), (0, 1, 0), (0, 0, 1))
+    for x in range(nx):
+        for y in range(ny):
+            for z in range(nz):
+                for t, (dx, dy, dz) in enumerate(step):
+                    if x + dx < nx and y + dy < ny and z + dz < nz:
+                        edges[(x, y, z, t)] = ((x, y, z), (x + dx, y + dy, z + dz))
+                # face type t spans the two axes other than t
+                for t in range(3):
+                    a, b = [k for k in range(3) if k != t]
+                    da, db = step[a], step[b]
+                    far = (x + da[0] + db[0], y + da[1] + db[1], z + da[2] + db[2])
+                    if far[0] < nx and far[1] < ny and far[2] < nz:
+                        faces[(x, y, z, t)] = (
+                            (x, y, z, a), (x + db[0], y + db[1], z + db[2], a),
+                            (x, y, z, b), (x + da[0], y + da[1], z + da[2], b))
+    return edges, faces
+
+
+def _edge_value(img, edge, edges):
+    a, b = edges[edge]
+    return max(img[a], img[b])
+
+
+def _face_value(img, face, edges, faces):
+    return max(_edge_value(img, e, edges) for e in faces[face])
+
+
+def _reduce(faces_sorted, face_boundary, edge_rank):
+    """Standard column reduction over Z2; returns {column face: pivot edge} for nonzero ones."""
+    by_pivot, pivots = {}, {}
+    rank_to_edge = {r: e for e, r in edge_rank.items()}
+    for f in faces_sorted:
+        col = 0
+        for e in face_boundary[f]:
+            col ^= 1 << edge_rank[e]
+        while col:
+            low = col.bit_length() - 1
+            if low not in by_pivot:
+                by_pivot[low] = col
+                pivots[f] = rank_to_edge[low]
+                break
+            col ^= by_pivot[low]
+    return pivots
+
+
+def dim1(p, g):
+    """(matched, bars of p, bars of g) in dimension 1: input, comparison and image reductions."""
+    imgs = [np.where(p, 0.0, 1.0), np.where(g, 0.0, 1.0)]
+    comp = np.minimum(*imgs)
+    edges, faces = _cells(p.shape)
+
+    def face_order(img):
+        return sorted(faces, key=lambda f: (_face_value(img, f, edges, faces), f))
+
+    def ranks(img):
+        ordered = sorted(edges, key=lambda e: (_edge_value(img, e, edges), e))
+        return {e: r for r, e in enumerate(ordered)}
+
+    def persistent(img, piv):
+        return {f: e for f, e in piv.items()
+                if _edge_value(img, e, edges) != _face_value(img, f, edges, faces)}
+
+    births = []
+    for img in imgs:
+        piv = persistent(img, _reduce(face_order(img), faces, ranks(img)))
+        births.append(set(piv.values()))
+    comp_order = face_order(comp)
+    comp_pairs = persistent(comp, _reduce(comp_order, faces, ranks(comp)))
+    image = [_reduce(comp_order, faces, ranks(img)) for img in imgs]
+    matched = sum(1 for d in comp_pairs
+                  if image[0].get(d) in births[0] and image[1].get(d) in births[1])
+    return matched, len(births[0]), len(births[1])

@@ -204,3 +204,51 @@ def test_surface_dice_equals_the_scorers_edt_computation():
 def test_betti_counts_sum_over_octants():
     gt = sheet(10, 20)
     assert betti_counts(gt.astype(bool), gt.astype(bool)).pred == (4, 0, 0)
+
+
+def _sheet_with_holes(holes, size=10):
+    v = np.zeros((3, size, size), bool)
+    v[1, 1:-1, 1:-1] = True
+    for y, x in holes:
+        v[1, y:y + 2, x:x + 2] = False
+    return v
+
+
+def test_dim1_matches_equal_the_literal_reductions_on_holes():
+    from betti_reference import dim1 as ref_dim1
+
+    hole, other = _sheet_with_holes([(2, 2)]), _sheet_with_holes([(5, 5)])
+    smaller = hole.copy()
+    smaller[1, 2, 2] = True
+    both = _sheet_with_holes([(2, 2), (5, 5)])
+    filled = _sheet_with_holes([])
+    for p, g, matched in ((hole, hole, 1), (hole, filled, 0), (hole, smaller, 1),
+                          (hole, other, 0), (both, hole, 1), (both, both, 2)):
+        c = _block_counts(p, g)
+        assert (c.matched[1], c.pred[1], c.gt[1]) == ref_dim1(p, g)
+        assert c.matched[1] == matched
+
+
+def test_dim1_matches_are_an_upper_bound_of_betti_matching():
+    """min(p1, g1, b1 of the union) is never below the scorer's count; here it is above: the
+    prediction fills the ground truth's hole and adds a handle (two bridges between sheets),
+    so the union has one loop, but it is not the ground truth's."""
+    from betti_reference import dim1 as ref_dim1
+
+    g = np.zeros((5, 8, 8), bool)
+    g[1, 1:-1, 1:-1] = g[3, 1:-1, 1:-1] = True
+    g[1, 4, 2:4] = False  # the ground truth's hole
+    p = g.copy()
+    p[1, 4, 2:4] = True
+    p[1:4, 2, 2] = p[1:4, 2, 5] = True  # two bridges: a handle
+    c = _block_counts(p, g)
+    exact = ref_dim1(p, g)
+    assert (c.pred[1], c.gt[1]) == exact[1:] == (1, 1)
+    assert exact[0] == 0 and c.matched[1] == 1  # the documented difference
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        shape = tuple(int(s) for s in rng.integers(3, 6, 3))
+        p, g = rng.random(shape) < 0.6, rng.random(shape) < 0.6
+        c = _block_counts(p, g)
+        m, bp, bg = ref_dim1(p, g)
+        assert (c.pred[1], c.gt[1]) == (bp, bg) and c.matched[1] >= m

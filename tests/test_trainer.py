@@ -61,6 +61,19 @@ def test_smoke_run_writes_metrics_checkpoints_and_index(four_scrolls, tmp_path, 
     assert not list((tmp_path / "run").glob("*.partial"))
 
 
+def test_competition_metric_picks_the_best_checkpoint(four_scrolls, tmp_path, capsys):
+    cfg = tiny(four_scrolls, tmp_path / "metric", metric_every=2, metric_crop=24)
+    assert train(cfg) == 0
+    assert "| competition " in capsys.readouterr().out
+    recs = read_metrics(tmp_path / "metric")
+    assert recs[0]["competition"] is None  # epoch 0 is not a metric epoch
+    comp = recs[1]["competition"]
+    assert set(comp) == {"score", "topo_score", "surface_dice", "voi_score"}
+    assert 0.0 <= comp["score"] <= 1.0
+    best = load_checkpoint(tmp_path / "metric" / "best.pt")
+    assert best["best_epoch"] == 1 and best["best_score"] == comp["score"]
+
+
 @pytest.mark.slow
 def test_tiny_model_learns_the_sheets(four_scrolls, tmp_path):
     cfg = tiny(four_scrolls, tmp_path / "learn", patch_size=32, stride=16, initial_filters=8,

@@ -40,6 +40,10 @@ def plot_runs(runs: dict[str, list[dict]], path: str | os.PathLike[str]) -> None
         fg_ax.plot(ep, [r["train"]["label_fg"] for r in recs], color=color, ls=":",
                    label=f"{name} label")
         score_ax.plot(ep, [r["score"] for r in recs], color=color, marker="o", label=name)
+        comp = [(r["epoch"], r["competition"]["score"]) for r in recs if r.get("competition")]
+        if comp:  # the competition metric, on the epochs that computed it
+            score_ax.plot(*zip(*comp), color=color, marker="s", linestyle="--",
+                          label=f"{name} (competition)")
         rec_ax.plot(ep, [r["val"]["fg_recall"] for r in recs], color=color,
                     label=f"{name} fg recall")
         rec_ax.plot(ep, [r["val"]["bg_recall"] for r in recs], color=color, ls="--",

@@ -51,6 +51,10 @@ class Config:
     epochs: int = 50
     iterations_per_epoch: int = 250
     val_iterations: int = 25
+    # competition metric on validation volumes (sliding window + score_volume) every N epochs;
+    # 0 = off. When on, it is the score that picks best.pt and drives early stopping.
+    metric_every: int = 0
+    metric_crop: int = 128  # centred cube of each validation volume scored (0 = whole volume)
     batch_size: int = 2
     grad_clip: float = 1.0
     amp: bool = True  # bf16 autocast on CUDA; CPU always runs fp32

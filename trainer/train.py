@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from vesuvius_data import PatchIndex, VolumeStore, build_index, make_loader
 from vesuvius_data.derived import DERIVED_ROLES, derive_targets
+from vesuvius_data.metrics import score_volume
 from vesuvius_data.patch_index import default_index_path
 
 from .augment import build_augmentation
@@ -33,6 +34,7 @@ from .health import Confusion, HealthMonitor, batch_report
 from .losses import TERM_NAMES, CompoundLoss, Targets, build_loss, make_targets
 from .model import build_model, count_parameters
 from .schedule import learning_rate
+from .inference import predict_volume
 from .verdict import format_verdict, read_metrics, verdict
 
 COLLAPSE_EXIT = 3
@@ -91,6 +93,23 @@ def _loss(loss_fn, outputs, targets: Targets):
     first = outs[0]
     combined = sum(w / total * o.total for w, o in zip(weights, outs, strict=True))
     return first._replace(total=combined), outputs[0]
+
+
+def _competition_score(model, store: VolumeStore, val_ids: list[str], cfg: Config,
+                       device: torch.device) -> dict[str, float]:
+    """Mean competition score (and its parts) of thresholded sliding-window predictions over a
+    centred ``metric_crop`` cube of each validation volume."""
+    parts = []
+    for vid in val_ids:
+        image, label = store.image(vid), store.label(vid)
+        box = tuple(slice(max((n - cfg.metric_crop) // 2, 0),
+                          max((n - cfg.metric_crop) // 2, 0) + min(cfg.metric_crop or n, n))
+                    for n in image.shape)
+        prob = predict_volume(model, np.asarray(image[box]), (cfg.patch_size,) * 3,
+                              overlap=0.25, batch_size=cfg.batch_size, device=device)
+        parts.append(score_volume(prob >= 0.5, np.asarray(label[box])))
+    keys = ("score", "topo_score", "surface_dice", "voi_score")
+    return {k: float(np.mean([getattr(p, k) for p in parts])) for k in keys}
 
 
 def _rng_state() -> dict[str, Any]:
@@ -244,7 +263,14 @@ def train(cfg: Config, *, resume: str | None = None, stop_after_epochs: int | No
                 val_conf.add(logits, targets)
                 val_n += 1
         val_loss, val_stats = val_sum / max(val_n, 1), val_conf.summary()
+        competition = None
+        if cfg.metric_every and (epoch + 1) % cfg.metric_every == 0:
+            competition = _competition_score(eval_model, store, val_ids, cfg, device)
         score = val_stats["dice"]
+        # what picks best.pt and drives early stopping: the competition score when it is on
+        # (only epochs that computed it compete), else validation dice
+        selection = competition["score"] if competition else (None if cfg.metric_every
+                                                              else score)
 
         alarms = monitor.check(epoch, train_loss, train_stats)
         terms = " ".join(f"{k} {sums[k] / max(n_steps, 1):.4f}" for k in TERM_NAMES
@@ -252,20 +278,24 @@ def train(cfg: Config, *, resume: str | None = None, stop_after_epochs: int | No
         log(f"Epoch {epoch} | Train Loss: {train_loss:.4f} | Val Loss: {val_loss:.4f} | "
             f"lr {lr:.1e} | {terms} | pred_fg {train_stats['pred_fg']:.3f} label_fg "
             f"{train_stats['label_fg']:.3f} | fg_recall {train_stats['fg_recall']:.3f} "
-            f"bg_recall {train_stats['bg_recall']:.3f} | score {score:.4f}")
+            f"bg_recall {train_stats['bg_recall']:.3f} | score {score:.4f}"
+            + (f" | competition {competition['score']:.4f} (topo {competition['topo_score']:.3f} sdice "
+               f"{competition['surface_dice']:.3f} voi {competition['voi_score']:.3f})"
+               if competition else ""))
         for a in alarms:
             log(f"!!! {a}")
         record = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "lr": lr,
                   "terms": {k: sums[k] / max(n_steps, 1) for k in loss_fn.terms},
                   "train": train_stats, "val": val_stats, "score": score, "alarms": alarms,
+                  "competition": competition,
                   "seconds": time.perf_counter() - t0, "data_wait_fraction": wait / train_time,
                   "iterations_per_s": n_steps / train_time}
         with open(out / "metrics.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
 
-        improved = score > best_score
+        improved = selection is not None and selection > best_score
         if improved:
-            best_score, best_epoch = score, epoch
+            best_score, best_epoch = selection, epoch
         state = {"model": model.state_dict(), "optimizer": opt.state_dict(),
                  "ema": ema.state_dict() if ema is not None else None, "scaler": None,
                  "strategy": loader.strategy.state_dict(), "rng": _rng_state(),
