@@ -42,7 +42,7 @@ def plot_runs(runs: dict[str, list[dict]], path: str | os.PathLike[str]) -> None
         score_ax.plot(ep, [r["score"] for r in recs], color=color, marker="o", label=name)
         comp = [(r["epoch"], r["competition"]["score"]) for r in recs if r.get("competition")]
         if comp:  # the competition metric, on the epochs that computed it
-            score_ax.plot(*zip(*comp), color=color, marker="s", linestyle="--",
+            score_ax.plot(*zip(*comp, strict=True), color=color, marker="s", linestyle="--",
                           label=f"{name} (competition)")
         rec_ax.plot(ep, [r["val"]["fg_recall"] for r in recs], color=color,
                     label=f"{name} fg recall")

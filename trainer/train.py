@@ -31,10 +31,10 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .config import Config, apply_overrides, config_from_dict, config_to_yaml, load_config
 from .folds import split_folds
 from .health import Confusion, HealthMonitor, batch_report
+from .inference import predict_volume
 from .losses import TERM_NAMES, CompoundLoss, Targets, build_loss, make_targets
 from .model import build_model, count_parameters
 from .schedule import learning_rate
-from .inference import predict_volume
 from .verdict import format_verdict, read_metrics, verdict
 
 COLLAPSE_EXIT = 3
