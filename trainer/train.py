@@ -279,8 +279,9 @@ def train(cfg: Config, *, resume: str | None = None, stop_after_epochs: int | No
             f"lr {lr:.1e} | {terms} | pred_fg {train_stats['pred_fg']:.3f} label_fg "
             f"{train_stats['label_fg']:.3f} | fg_recall {train_stats['fg_recall']:.3f} "
             f"bg_recall {train_stats['bg_recall']:.3f} | score {score:.4f}"
-            + (f" | competition {competition['score']:.4f} (topo {competition['topo_score']:.3f} sdice "
-               f"{competition['surface_dice']:.3f} voi {competition['voi_score']:.3f})"
+            + (f" | competition {competition['score']:.4f} (topo "
+               f"{competition['topo_score']:.3f} sdice {competition['surface_dice']:.3f} "
+               f"voi {competition['voi_score']:.3f})"
                if competition else ""))
         for a in alarms:
             log(f"!!! {a}")
