@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from tools import evaluate
+from tools import evaluate, tune_postprocess
 
 
 def _sheets(*zs, shape=(32, 32, 32)):
@@ -68,3 +68,28 @@ def test_errors_name_the_problem(folders, capsys):
     assert evaluate.main([str(preds), str(labels)]) == 2
     assert "label values [3] outside 0/1/2" in capsys.readouterr().err
     assert evaluate.main([str(preds / "nope"), str(labels)]) == 2
+
+
+def test_tune_postprocess_picks_the_threshold_by_the_metric(tmp_path, capsys):
+    labels, probs = tmp_path / "labels", tmp_path / "probs"
+    labels.mkdir()
+    probs.mkdir()
+    rng = np.random.default_rng(0)
+    for vid in ("a", "b"):
+        label = _sheets(5, 20)
+        label[25:] = 2
+        specks = rng.random(label.shape) < 0.02
+        specks[3:8] = specks[18:23] = False  # away from the sheets
+        prob = np.where(label == 1, 0.8, 0.0) + specks * 0.55
+        tifffile.imwrite(labels / f"{vid}.tif", label)
+        tifffile.imwrite(probs / f"{vid}.tif", np.clip(prob, 0, 1).astype(np.float16))
+    # specks at p = 0.55 wreck the topology at threshold 0.5; 0.6 keeps only the sheets
+    assert tune_postprocess.main([str(probs), str(labels), "--thresholds", "0.5,0.6",
+                                  "--min-components", "0", "--max-holes", "0"]) == 0
+    out = capsys.readouterr().out
+    assert out.strip().endswith("--threshold 0.6 --min-component 0 --max-hole 0")
+    assert tune_postprocess.main([str(probs), str(labels), "--thresholds", "0.5",
+                                  "--min-components", "0,10", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows[0]["min_component"] == 10 and rows[0]["score"] == pytest.approx(1.0)
+    assert rows[0]["score"] > rows[-1]["score"]

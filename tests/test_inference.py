@@ -73,13 +73,27 @@ def test_predict_tool_writes_named_masks_and_a_zip(tmp_path, capsys):
                                          "ema": None})
     src = tmp_path / "comp" / "train_images"
     assert predict.main([str(tmp_path / "ck.pt"), str(src), str(tmp_path / "out"),
-                         "--zip", str(tmp_path / "sub.zip"), "--tta"]) == 0
+                         "--zip", str(tmp_path / "sub.zip"), "--tta",
+                         "--probabilities", str(tmp_path / "prob")]) == 0
     for tif in src.glob("*.tif"):
         mask = tifffile.imread(tmp_path / "out" / tif.name)
         assert mask.shape == (32, 32, 32) and mask.dtype == np.uint8
         assert set(np.unique(mask)) <= {0, 1}
+        prob = tifffile.imread(tmp_path / "prob" / tif.name)
+        clear = np.abs(prob.astype(np.float32) - 0.5) > 1e-3  # float16 rounding at the edge
+        assert prob.dtype == np.float16 and np.array_equal(mask[clear], prob[clear] > 0.5)
     with zipfile.ZipFile(tmp_path / "sub.zip") as z:
         assert sorted(z.namelist()) == sorted(p.name for p in src.glob("*.tif"))
     assert predict.main([str(tmp_path / "ck.pt"), str(tmp_path / "nope"),
                          str(tmp_path / "o2")]) == 2
     assert "no such folder" in capsys.readouterr().err
+
+
+def test_probability_encodings_round_trip():
+    p = np.linspace(0, 1, 1000, dtype=np.float32).reshape(10, 10, 10)
+    for dtype, tol in (("float16", 5e-4), ("uint8", 0.5 / 255 + 1e-7)):
+        data = predict.encode_probabilities(p, dtype)
+        assert data.dtype == np.dtype(dtype)
+        assert np.abs(predict.decode_probabilities(data) - p).max() <= tol
+    with pytest.raises(ValueError, match="float or uint8"):
+        predict.decode_probabilities(np.zeros(3, np.int32))

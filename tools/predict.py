@@ -2,9 +2,12 @@
 
     python tools/predict.py CHECKPOINT INPUT OUT_DIR [--threshold 0.5] [--tta] [--overlap 0.5]
         [--min-component N] [--max-hole N] [--zip submission.zip]
+        [--probabilities PROB_DIR [--prob-dtype float16|uint8]]
 
 INPUT is a folder of TIF stacks (e.g. test_images/) or a VolumeStore; each output keeps its
-input's name ({id}.tif). Sliding-window inference with Gaussian blending; see
+input's name ({id}.tif). --probabilities also keeps the blended probabilities ({id}.tif as
+float16, or uint8 = round(255 p)), so tools/tune_postprocess.py can choose the threshold and
+post-processing by the competition metric without predicting again. Sliding-window inference with Gaussian blending; see
 trainer/inference.py.
 """
 
@@ -55,6 +58,28 @@ def _inputs(path: Path) -> dict[str, object]:
     raise FileNotFoundError(f"{path}: no such folder")
 
 
+def encode_probabilities(prob: np.ndarray, dtype: str) -> np.ndarray:
+    """float16 probabilities, or uint8 as round(255 p) (decode with ``decode_probabilities``)."""
+    if dtype == "uint8":
+        return np.rint(np.clip(prob, 0.0, 1.0) * 255.0).astype(np.uint8)
+    return prob.astype(np.float16)
+
+
+def decode_probabilities(data: np.ndarray) -> np.ndarray:
+    """float32 probabilities from what ``encode_probabilities`` wrote."""
+    if data.dtype == np.uint8:
+        return data.astype(np.float32) / 255.0
+    if data.dtype.kind != "f":
+        raise ValueError(f"probabilities must be float or uint8, got {data.dtype}")
+    return data.astype(np.float32)
+
+
+def _write_tif(path: Path, data: np.ndarray) -> None:
+    tmp = path.with_suffix(".tif.partial")
+    tifffile.imwrite(tmp, data, compression="lzw" if data.dtype == np.uint8 else "zlib")
+    tmp.replace(path)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -71,6 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-hole", type=int, default=0,
                     help="fill enclosed holes of at most N voxels")
     ap.add_argument("--zip", type=Path, default=None, help="also pack the TIFs into this zip")
+    ap.add_argument("--probabilities", type=Path, default=None,
+                    help="also write the probabilities, one TIF per input, into this folder")
+    ap.add_argument("--prob-dtype", choices=("float16", "uint8"), default="float16")
     args = ap.parse_args(argv)
     try:
         model, patch = load_model(args.checkpoint)
@@ -79,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     args.out_dir.mkdir(parents=True, exist_ok=True)
+    if args.probabilities:
+        args.probabilities.mkdir(parents=True, exist_ok=True)
     written = []
     for vid, source in tqdm(inputs.items(), desc="predict", unit="vol"):
         try:
@@ -92,9 +122,10 @@ def main(argv: list[str] | None = None) -> int:
                               batch_size=args.batch_size, tta=args.tta)
         mask = postprocess(prob, args.threshold, args.min_component, args.max_hole)
         out = args.out_dir / f"{vid}.tif"
-        tmp = out.with_suffix(".tif.partial")
-        tifffile.imwrite(tmp, mask, compression="lzw")
-        tmp.replace(out)
+        _write_tif(out, mask)
+        if args.probabilities:
+            _write_tif(args.probabilities / f"{vid}.tif", encode_probabilities(
+                prob, args.prob_dtype))
         written.append(out)
         print(f"{vid}: {shape} -> {out} (foreground {mask.mean():.1%}, mean p "
               f"{float(np.mean(prob)):.3f})")

@@ -14,6 +14,7 @@ import itertools
 from collections.abc import Callable
 from typing import Any
 
+import cc3d
 import numpy as np
 import torch
 from scipy import ndimage
@@ -109,11 +110,7 @@ def postprocess(prob: np.ndarray, threshold: float = 0.5, min_component: int = 0
     (26-connected) dropped, then enclosed holes of at most ``max_hole`` voxels filled."""
     mask = prob > threshold
     if min_component > 0 and mask.any():
-        lab, n = ndimage.label(mask, structure=np.ones((3, 3, 3), bool))
-        sizes = np.bincount(lab.ravel(), minlength=n + 1)
-        keep = sizes >= min_component
-        keep[0] = False
-        mask = keep[lab]
+        mask = cc3d.dust(mask, threshold=min_component, connectivity=26, in_place=True)
     if max_hole > 0 and mask.any():
         holes = ndimage.binary_fill_holes(mask) & ~mask
         lab, n = ndimage.label(holes)
