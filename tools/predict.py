@@ -7,8 +7,8 @@
 INPUT is a folder of TIF stacks (e.g. test_images/) or a VolumeStore; each output keeps its
 input's name ({id}.tif). --probabilities also keeps the blended probabilities ({id}.tif as
 float16, or uint8 = round(255 p)), so tools/tune_postprocess.py can choose the threshold and
-post-processing by the competition metric without predicting again. Sliding-window inference with Gaussian blending; see
-trainer/inference.py.
+post-processing by the competition metric without predicting again. Sliding-window inference
+with Gaussian blending; see trainer/inference.py.
 """
 
 from __future__ import annotations
