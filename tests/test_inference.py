@@ -12,7 +12,14 @@ import torch
 from tools import predict
 from trainer.checkpoint import save_checkpoint
 from trainer.config import Config
-from trainer.inference import gaussian_weights, postprocess, predict_volume, window_corners
+from trainer.inference import (
+    decode_probabilities,
+    encode_probabilities,
+    gaussian_weights,
+    postprocess,
+    predict_volume,
+    window_corners,
+)
 from trainer.model import build_model
 from vesuvius_data.synthetic import make_volume, write_competition_layout
 
@@ -92,8 +99,8 @@ def test_predict_tool_writes_named_masks_and_a_zip(tmp_path, capsys):
 def test_probability_encodings_round_trip():
     p = np.linspace(0, 1, 1000, dtype=np.float32).reshape(10, 10, 10)
     for dtype, tol in (("float16", 5e-4), ("uint8", 0.5 / 255 + 1e-7)):
-        data = predict.encode_probabilities(p, dtype)
+        data = encode_probabilities(p, dtype)
         assert data.dtype == np.dtype(dtype)
-        assert np.abs(predict.decode_probabilities(data) - p).max() <= tol
+        assert np.abs(decode_probabilities(data) - p).max() <= tol
     with pytest.raises(ValueError, match="float or uint8"):
-        predict.decode_probabilities(np.zeros(3, np.int32))
+        decode_probabilities(np.zeros(3, np.int32))

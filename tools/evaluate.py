@@ -12,81 +12,27 @@ three parts, the Betti bars) and the mean; --json prints the same as JSON.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import sys
-import zipfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from vesuvius_data.competition import read_tif
 from vesuvius_data.metrics import VolumeScore, score_volume
-from vesuvius_data.store import VolumeStore
+from vesuvius_data.volume_sources import VolumeSource, pair_ids, volume_sources
 
 
-def _predictions(path: Path) -> dict[str, object]:
-    """id -> a callable that reads the mask, from a folder or a zip of TIFs."""
-    if path.is_file() and path.suffix == ".zip":
-        with zipfile.ZipFile(path) as z:
-            names = [n for n in z.namelist() if n.endswith(".tif")]
-        if not names:
-            raise FileNotFoundError(f"{path}: no .tif files in the zip")
-        return {Path(n).stem: ("zip", str(path), n) for n in names}
-    if path.is_dir():
-        tifs = sorted(path.glob("*.tif"))
-        if not tifs:
-            raise FileNotFoundError(f"{path}: no .tif files")
-        return {p.stem: ("tif", str(p)) for p in tifs}
-    raise FileNotFoundError(f"{path}: not a folder or a .zip")
-
-
-def _labels(path: Path) -> dict[str, object]:
-    if (path / "zarr.json").is_file():
-        return {vid: ("store", str(path), vid) for vid in VolumeStore.open(path).ids()}
-    if path.is_dir():
-        tifs = sorted(path.glob("*.tif"))
-        if not tifs:
-            raise FileNotFoundError(f"{path}: no .tif label files and not a VolumeStore")
-        return {p.stem: ("tif", str(p)) for p in tifs}
-    raise FileNotFoundError(f"{path}: no such folder")
-
-
-def _read(source: tuple) -> np.ndarray:
-    kind = source[0]
-    if kind == "tif":
-        return read_tif(source[1])
-    if kind == "zip":
-        import tifffile
-
-        with zipfile.ZipFile(source[1]) as z:
-            return tifffile.imread(io.BytesIO(z.read(source[2])))
-    return np.asarray(VolumeStore.open(source[1]).label(source[2]))
-
-
-def _score_one(vid: str, pred_src: tuple, label_src: tuple, tau: float) -> VolumeScore:
-    pred, label = _read(pred_src), _read(label_src)
+def _score_one(vid: str, pred_src: VolumeSource, label_src: VolumeSource,
+               tau: float) -> VolumeScore:
+    pred, label = pred_src.read(), label_src.read()
     if pred.shape != label.shape:
         raise ValueError(f"{vid}: prediction {pred.shape} and label {label.shape} differ in shape")
     bad = np.setdiff1d(np.unique(label), [0, 1, 2])
     if bad.size:
         raise ValueError(f"{vid}: label values {bad.tolist()} outside 0/1/2")
     return score_volume(pred, label, tau=tau)
-
-
-def _pair_ids(preds: dict, labels: dict) -> list[str]:
-    missing = sorted(set(labels) - set(preds))
-    extra = sorted(set(preds) - set(labels))
-    if missing or extra:
-        parts = []
-        if missing:
-            parts.append(f"no prediction for {len(missing)} label id(s): {missing[:5]}")
-        if extra:
-            parts.append(f"no label for {len(extra)} prediction id(s): {extra[:5]}")
-        raise ValueError("; ".join(parts))
-    return sorted(labels)
 
 
 def format_table(scores: dict[str, VolumeScore]) -> str:
@@ -117,8 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tau", type=float, default=2.0, help="SurfaceDice tolerance in voxels")
     args = ap.parse_args(argv)
     try:
-        preds, labels = _predictions(args.pred), _labels(args.labels)
-        ids = _pair_ids(preds, labels)
+        preds, labels = volume_sources(args.pred), volume_sources(args.labels)
+        ids = pair_ids(preds, labels)
         scores: dict[str, VolumeScore] = {}
         bar = tqdm(total=len(ids), desc="score", unit="vol", disable=None)
         if args.workers > 1:

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from trainer.checkpoint import load_checkpoint
 from trainer.config import config_from_dict
-from trainer.inference import postprocess, predict_volume, window_corners
+from trainer.inference import encode_probabilities, postprocess, predict_volume, window_corners
 from trainer.model import build_model
 from vesuvius_data.competition import read_tif
 from vesuvius_data.store import VolumeStore
@@ -56,22 +56,6 @@ def _inputs(path: Path) -> dict[str, object]:
             raise FileNotFoundError(f"{path}: no .tif files and not a VolumeStore")
         return {p.stem: p for p in tifs}
     raise FileNotFoundError(f"{path}: no such folder")
-
-
-def encode_probabilities(prob: np.ndarray, dtype: str) -> np.ndarray:
-    """float16 probabilities, or uint8 as round(255 p) (decode with ``decode_probabilities``)."""
-    if dtype == "uint8":
-        return np.rint(np.clip(prob, 0.0, 1.0) * 255.0).astype(np.uint8)
-    return prob.astype(np.float16)
-
-
-def decode_probabilities(data: np.ndarray) -> np.ndarray:
-    """float32 probabilities from what ``encode_probabilities`` wrote."""
-    if data.dtype == np.uint8:
-        return data.astype(np.float32) / 255.0
-    if data.dtype.kind != "f":
-        raise ValueError(f"probabilities must be float or uint8, got {data.dtype}")
-    return data.astype(np.float32)
 
 
 def _write_tif(path: Path, data: np.ndarray) -> None:

@@ -21,10 +21,9 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from tools.evaluate import _labels, _pair_ids, _predictions, _read
-from tools.predict import decode_probabilities
-from trainer.inference import postprocess
+from trainer.inference import decode_probabilities, postprocess
 from vesuvius_data.metrics import score_volume
+from vesuvius_data.volume_sources import pair_ids, volume_sources
 
 PARTS = ("score", "topo_score", "surface_dice", "voi_score")
 
@@ -65,10 +64,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     try:
-        prob_src, label_src = _predictions(args.probabilities), _labels(args.labels)
-        ids = _pair_ids(prob_src, label_src)
-        probs = {vid: decode_probabilities(_read(prob_src[vid])) for vid in ids}
-        labels = {vid: _read(label_src[vid]) for vid in ids}
+        prob_src, label_src = volume_sources(args.probabilities), volume_sources(args.labels)
+        ids = pair_ids(prob_src, label_src)
+        probs = {vid: decode_probabilities(prob_src[vid].read()) for vid in ids}
+        labels = {vid: label_src[vid].read() for vid in ids}
         for vid in ids:
             if probs[vid].shape != labels[vid].shape:
                 raise ValueError(f"{vid}: probabilities {probs[vid].shape} and label "

@@ -21,7 +21,8 @@ from scipy import ndimage
 
 from vesuvius_data.loader import NORMALIZERS
 
-__all__ = ["gaussian_weights", "window_corners", "predict_volume", "postprocess"]
+__all__ = ["gaussian_weights", "window_corners", "predict_volume", "postprocess",
+           "encode_probabilities", "decode_probabilities"]
 
 
 def gaussian_weights(patch: tuple[int, int, int], sigma_scale: float = 1 / 8) -> np.ndarray:
@@ -120,3 +121,19 @@ def postprocess(prob: np.ndarray, threshold: float = 0.5, min_component: int = 0
             small[0] = False
             mask = mask | small[lab]
     return mask.astype(np.uint8)
+
+
+def encode_probabilities(prob: np.ndarray, dtype: str) -> np.ndarray:
+    """float16 probabilities, or uint8 as round(255 p) (decode with ``decode_probabilities``)."""
+    if dtype == "uint8":
+        return np.rint(np.clip(prob, 0.0, 1.0) * 255.0).astype(np.uint8)
+    return prob.astype(np.float16)
+
+
+def decode_probabilities(data: np.ndarray) -> np.ndarray:
+    """float32 probabilities from what ``encode_probabilities`` wrote."""
+    if data.dtype == np.uint8:
+        return data.astype(np.float32) / 255.0
+    if data.dtype.kind != "f":
+        raise ValueError(f"probabilities must be float or uint8, got {data.dtype}")
+    return data.astype(np.float32)

@@ -1,0 +1,73 @@
+"""Volumes named by id, from a folder of TIFs, a zip of TIFs or a VolumeStore.
+
+The scoring and tuning tools take predictions and labels in any of these forms; a
+``VolumeSource`` is a small picklable handle, so process pools can read volumes themselves.
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .competition import read_tif
+from .store import VolumeStore
+
+__all__ = ["VolumeSource", "pair_ids", "volume_sources"]
+
+
+@dataclass(frozen=True)
+class VolumeSource:
+    kind: str  # "tif" | "zip" | "store"
+    path: str
+    member: str = ""  # the file in the zip, or the volume id in the store
+    role: str = "label"  # which array of a store volume
+
+    def read(self) -> np.ndarray:
+        if self.kind == "tif":
+            return read_tif(self.path)
+        if self.kind == "zip":
+            import tifffile
+
+            with zipfile.ZipFile(self.path) as z:
+                return tifffile.imread(io.BytesIO(z.read(self.member)))
+        store = VolumeStore.open(self.path)
+        return np.asarray(store.image(self.member) if self.role == "image"
+                          else store.label(self.member))
+
+
+def volume_sources(path: str | Path, role: str = "label") -> dict[str, VolumeSource]:
+    """id -> source for a folder of {id}.tif, a .zip of them, or a VolumeStore (its ``role``)."""
+    path = Path(path)
+    if path.is_file() and path.suffix == ".zip":
+        with zipfile.ZipFile(path) as z:
+            names = sorted(n for n in z.namelist() if n.endswith(".tif"))
+        if not names:
+            raise FileNotFoundError(f"{path}: no .tif files in the zip")
+        return {Path(n).stem: VolumeSource("zip", str(path), n) for n in names}
+    if (path / "zarr.json").is_file():
+        return {vid: VolumeSource("store", str(path), vid, role)
+                for vid in VolumeStore.open(path).ids()}
+    if path.is_dir():
+        tifs = sorted(path.glob("*.tif"))
+        if not tifs:
+            raise FileNotFoundError(f"{path}: no .tif files and not a VolumeStore")
+        return {p.stem: VolumeSource("tif", str(p)) for p in tifs}
+    raise FileNotFoundError(f"{path}: not a folder, a .zip or a VolumeStore")
+
+
+def pair_ids(preds: dict, labels: dict) -> list[str]:
+    """The shared ids; any id on one side only is an error (a missing file would bias a mean)."""
+    missing = sorted(set(labels) - set(preds))
+    extra = sorted(set(preds) - set(labels))
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"no prediction for {len(missing)} label id(s): {missing[:5]}")
+        if extra:
+            parts.append(f"no label for {len(extra)} prediction id(s): {extra[:5]}")
+        raise ValueError("; ".join(parts))
+    return sorted(labels)
