@@ -55,6 +55,18 @@ def test_submission_zip_scores_like_the_folder(folders, tmp_path, capsys):
         (1.0 + 0.35 / 1.3) / 2)
 
 
+def test_labels_from_a_store(folders, tmp_path, capsys):
+    from vesuvius_data import VolumeStore
+
+    preds, labels = folders
+    store = VolumeStore.create(tmp_path / "s.zarr", chunks=(16, 16, 16))
+    for vid in ("a", "b"):
+        label = tifffile.imread(labels / f"{vid}.tif")
+        store.add_volume(vid, np.zeros(label.shape, np.uint8), label)
+    assert evaluate.main([str(preds), str(tmp_path / "s.zarr"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["volumes"]["a"]["score"] == pytest.approx(1.0)
+
+
 def test_errors_name_the_problem(folders, capsys):
     preds, labels = folders
     (preds / "b.tif").unlink()
