@@ -107,6 +107,10 @@ def test_score_volumes_mean_and_bad_input():
         score_volume(sheet(10)[0], sheet(10)[0])
     with pytest.raises(ValueError, match="no volumes"):
         score_volumes([])
+    with pytest.raises(ValueError, match="numeric or boolean"):
+        score_volume(sheet(10).astype(str), sheet(10))
+    with pytest.raises(ValueError, match="three non-negative"):
+        score_volume(sheet(10), sheet(10), weights=(1, 1))
 
 
 def test_float_predictions_nan_is_background():

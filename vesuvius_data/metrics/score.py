@@ -57,8 +57,9 @@ def score_volume(pred: np.ndarray, gt: np.ndarray, *, ignore: int = 2, tau: floa
     pred, gt = np.asarray(pred), np.asarray(gt)
     if pred.ndim != 3:
         raise ValueError(f"score_volume needs 3-D volumes, got shape {pred.shape}")
-    if not np.issubdtype(gt.dtype, np.integer) and gt.dtype != bool:
-        raise ValueError(f"ground truth must hold integer labels, got dtype {gt.dtype}")
+    for name, a in (("prediction", pred), ("ground truth", gt)):
+        if not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
+            raise ValueError(f"{name} must be numeric or boolean, got dtype {a.dtype}")
     if len(weights) != 3 or min(weights) < 0 or sum(weights) <= 0:
         raise ValueError(f"weights must be three non-negative numbers, got {tuple(weights)}")
     seconds = {}
