@@ -14,9 +14,10 @@ counts can be read from components and Euler characteristics instead of matrix r
   both hold prediction and both hold ground truth. Which merges those are depends on that order,
   so ``_dim0_matches`` replays it with a union-find (about 3 edges per voxel).
 - **matched, dim 2** (exact): a union cavity is matched when it holds the highest-index cube
-  among the union cavities inside its prediction cavity and inside its ground-truth cavity; this
-  is where the union-finds of the dual pass end up, whatever their order (proof in the tests,
-  which replay the algorithm literally on small volumes).
+  among the union cavities inside its prediction cavity and inside its ground-truth cavity. In
+  the dual pass every cavity's root cube dies exactly once, whatever the merge order, so the
+  order does not matter here; the tests check the rule against a literal replay of the
+  algorithm on 150 small random volumes.
 - **matched, dim 1** (upper bound): min(p1, g1, b1 of the union). Never below Betti matching
   (a match needs a bar in each input and in the union). Equal to it when a loop of one mask is
   either filled by the other or shared by both; above it when the union keeps a loop that is not
