@@ -59,3 +59,24 @@ def test_corner_touching_voxels_are_one_component_and_label_two_is_ignored():
     assert variation_of_information(gt * 2, gt).score == 1.0  # prediction value 2 counts as 1
     with pytest.raises(ValueError, match="differ in shape"):
         variation_of_information(gt[:4], gt)
+
+
+def test_equals_the_scorers_skimage_computation():
+    """The scorer labels 26-connected components with cc3d, keeps the union of foregrounds and
+    calls skimage's variation_of_information(gt, pred), which returns (H(pred|gt), H(gt|pred)):
+    its voi_split is our split."""
+    cc3d = pytest.importorskip("cc3d")
+    skimage_vi = pytest.importorskip("skimage.metrics").variation_of_information
+    from vesuvius_data.metrics import voi_of_masks
+
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        p = rng.random((24, 24, 24)) < rng.uniform(0.05, 0.4)
+        g = rng.random((24, 24, 24)) < rng.uniform(0.05, 0.4)
+        lp = cc3d.connected_components(p.astype(np.uint8), connectivity=26)
+        lg = cc3d.connected_components(g.astype(np.uint8), connectivity=26)
+        union = (lp > 0) | (lg > 0)
+        split, merge = skimage_vi(lg[union], lp[union])
+        r = voi_of_masks(p, g)
+        assert r.split == pytest.approx(split, abs=1e-12)
+        assert r.merge == pytest.approx(merge, abs=1e-12)
