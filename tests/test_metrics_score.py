@@ -260,14 +260,14 @@ def test_dim1_matches_equal_the_literal_reductions():
 
 
 def test_loop_generators_one_per_class():
-    from vesuvius_data.metrics._dim1 import _Generators
+    from vesuvius_data.metrics._loops import LoopGenerators
     from vesuvius_data.metrics.topology import _betti
 
     rng = np.random.default_rng(1)
     for _ in range(20):
         shape = tuple(int(s) for s in rng.integers(2, 12, 3))
         m = rng.random(shape) < rng.uniform(0.3, 0.9)
-        assert _Generators(m).count == _betti(m, True).b1
+        assert LoopGenerators(m).count == _betti(m, True).b1
 
 
 def test_too_many_loops_fall_back_to_the_bound_and_say_so(monkeypatch):

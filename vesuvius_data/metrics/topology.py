@@ -37,6 +37,7 @@ import cc3d
 import numba
 import numpy as np
 
+from ._cubical import edge_end, find
 from ._dim1 import dim1_matches
 
 __all__ = ["BettiCounts", "betti_counts", "octant_slices", "topo_score_from_counts"]
@@ -187,14 +188,6 @@ def _euler_characteristic(fg: np.ndarray) -> int:
     return chi
 
 
-@numba.njit(nogil=True, cache=True, inline="always")
-def _find(parent, i):
-    while parent[i] != i:
-        parent[i] = parent[parent[i]]
-        i = parent[i]
-    return i
-
-
 @numba.njit(nogil=True, cache=True)
 def _dim0_matches(p: np.ndarray, g: np.ndarray) -> int:
     """Matched dimension-0 pairs: Betti-Matching-3D's comparison pass, replayed.
@@ -213,38 +206,27 @@ def _dim0_matches(p: np.ndarray, g: np.ndarray) -> int:
     gf = g.ravel()
     for i in range(n):
         flags[i] = pf[i] | (gf[i] << 1)
-    sx, sy = ny * nz, nz
     matched = 0
     for phase in range(2):
-        for x in range(nx):
-            for y in range(ny):
-                for z in range(nz):
-                    a = x * sx + y * sy + z
-                    for t in range(3):
-                        if t == 0:
-                            if x + 1 >= nx:
-                                continue
-                            b = a + sx
-                        elif t == 1:
-                            if y + 1 >= ny:
-                                continue
-                            b = a + sy
-                        else:
-                            if z + 1 >= nz:
-                                continue
-                            b = a + 1
-                        inside = (pf[a] or gf[a]) and (pf[b] or gf[b])
-                        if inside != (phase == 0):
-                            continue
-                        ra = _find(parent, a)
-                        rb = _find(parent, b)
-                        if ra == rb:
-                            continue
-                        fa, fb = flags[ra], flags[rb]
-                        if phase == 1 and fa == 3 and fb == 3:
-                            matched += 1
-                        parent[rb] = ra
-                        flags[ra] = fa | fb
+        for a in range(nx * ny * nz):
+            x, rem = divmod(a, ny * nz)
+            y, z = divmod(rem, nz)
+            for t in range(3):
+                b = edge_end(a, t, x, y, z, nx, ny, nz)
+                if b < 0:
+                    continue
+                inside = (pf[a] or gf[a]) and (pf[b] or gf[b])
+                if inside != (phase == 0):
+                    continue
+                ra = find(parent, a)
+                rb = find(parent, b)
+                if ra == rb:
+                    continue
+                fa, fb = flags[ra], flags[rb]
+                if phase == 1 and fa == 3 and fb == 3:
+                    matched += 1
+                parent[rb] = ra
+                flags[ra] = fa | fb
     return matched
 
 
