@@ -4,11 +4,12 @@
         [--min-component N] [--max-hole N] [--zip submission.zip]
         [--probabilities PROB_DIR [--prob-dtype float16|uint8]]
 
-INPUT is a folder of TIF stacks (e.g. test_images/) or a VolumeStore; each output keeps its
-input's name ({id}.tif). --probabilities also keeps the blended probabilities ({id}.tif as
-float16, or uint8 = round(255 p)), so tools/tune_postprocess.py can choose the threshold and
-post-processing by the competition metric without predicting again. Sliding-window inference
-with Gaussian blending; see trainer/inference.py.
+INPUT is a folder of TIF stacks (e.g. test_images/), a .zip of them or a VolumeStore (read
+window by window); each output keeps its input's name ({id}.tif). --probabilities also keeps
+the blended probabilities ({id}.tif as float16, or uint8 = round(255 p)), so
+tools/tune_postprocess.py can choose the threshold and post-processing by the competition
+metric without predicting again. Sliding-window inference with Gaussian blending; see
+trainer/inference.py.
 """
 
 from __future__ import annotations
@@ -27,8 +28,7 @@ from trainer.checkpoint import load_checkpoint
 from trainer.config import config_from_dict
 from trainer.inference import encode_probabilities, postprocess, predict_volume, window_corners
 from trainer.model import build_model
-from vesuvius_data.competition import read_tif
-from vesuvius_data.store import VolumeStore
+from vesuvius_data.volume_sources import volume_sources
 
 
 def load_model(checkpoint: str | Path) -> tuple[torch.nn.Module, int]:
@@ -43,19 +43,6 @@ def load_model(checkpoint: str | Path) -> tuple[torch.nn.Module, int]:
         state = ck["model"]
     model.load_state_dict(state)
     return model.eval(), cfg.patch_size
-
-
-def _inputs(path: Path) -> dict[str, object]:
-    """id -> lazily read volume, from a store or a folder of TIFs."""
-    if (path / "zarr.json").is_file():
-        store = VolumeStore.open(path)
-        return {vid: store.zarr_array(vid, "image") for vid in store.ids()}
-    if path.is_dir():
-        tifs = sorted(path.glob("*.tif"))
-        if not tifs:
-            raise FileNotFoundError(f"{path}: no .tif files and not a VolumeStore")
-        return {p.stem: p for p in tifs}
-    raise FileNotFoundError(f"{path}: no such folder")
 
 
 def _write_tif(path: Path, data: np.ndarray) -> None:
@@ -86,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         model, patch = load_model(args.checkpoint)
-        inputs = _inputs(args.input)
+        inputs = volume_sources(args.input, role="image")
     except (FileNotFoundError, ValueError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -96,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     written = []
     for vid, source in tqdm(inputs.items(), desc="predict", unit="vol"):
         try:
-            volume = read_tif(source) if isinstance(source, Path) else source
+            volume = source.open()
             shape = tuple(volume.shape)
             window_corners(shape, (patch,) * 3, args.overlap)  # checks size up front
         except (FileNotFoundError, ValueError) as e:

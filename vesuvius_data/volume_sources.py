@@ -26,6 +26,13 @@ class VolumeSource:
     member: str = ""  # the file in the zip, or the volume id in the store
     role: str = "label"  # which array of a store volume
 
+    def open(self):
+        """The volume as something sliceable: the store's zarr array (read lazily, window by
+        window), else the whole volume read into memory."""
+        if self.kind == "store":
+            return VolumeStore.open(self.path).zarr_array(self.member, self.role)
+        return self.read()
+
     def read(self) -> np.ndarray:
         if self.kind == "tif":
             return read_tif(self.path)
@@ -56,7 +63,7 @@ def volume_sources(path: str | Path, role: str = "label") -> dict[str, VolumeSou
         if not tifs:
             raise FileNotFoundError(f"{path}: no .tif files and not a VolumeStore")
         return {p.stem: VolumeSource("tif", str(p)) for p in tifs}
-    raise FileNotFoundError(f"{path}: not a folder, a .zip or a VolumeStore")
+    raise FileNotFoundError(f"{path}: no such folder, .zip or VolumeStore")
 
 
 def pair_ids(preds: dict, labels: dict) -> list[str]:

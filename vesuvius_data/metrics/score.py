@@ -74,8 +74,8 @@ def score_volume(pred: np.ndarray, gt: np.ndarray, *, ignore: int = 2, tau: floa
         seconds[name] = time.perf_counter() - start
         return result
 
-    # SurfaceDice and VOI run beside the topology: the kernels release the GIL (2 cores: 2.9 s
-    # -> 2.0 s per 320^3 volume)
+    # SurfaceDice and VOI run beside the topology: the kernels release the GIL, so on 2 cores
+    # the total is less than the sum of the parts (benchmarks/bench_metric.py)
     with ThreadPoolExecutor(1) as pool:
         side = pool.submit(lambda: (
             timed("surface_dice", surface_dice, p, g, tau=tau, spacing=spacing),
