@@ -57,3 +57,46 @@ def test_competition_layout_is_lzw_tiffs(tmp_path):
         lab = tifffile.imread(tmp_path / "train_labels" / f"{vid}.tif")
         assert set(np.unique(lab)) <= {0, 1, 2}
     assert not list(tmp_path.rglob("*.partial"))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_hard_preset_keeps_the_census_and_is_harder(seed):
+    """Thin sheets packed closer, lower contrast, debris off the sheets: still the real census."""
+    image, label = make_volume((64, 64, 64), seed, preset="hard")
+    f = count_labels(label, LabelSpec()).fractions()
+    assert 0.25 <= f["background"] <= 0.39 and 0.04 <= f["foreground"] <= 0.09
+    easy_image, easy_label = make_volume((64, 64, 64), seed)
+    contrast = lambda im, lab: im[lab == 1].mean() - im[lab == 0].mean()  # noqa: E731
+    assert 5 < contrast(image, label) < 0.7 * contrast(easy_image, easy_label)
+
+
+def test_hard_preset_sheets_are_thinner_and_closer():
+    def run_lengths(label, axis_values):
+        m = label == 1
+        return [m.sum() / max(int((np.diff(np.moveaxis(m, a, 0).astype(np.int8), axis=0) == 1)
+                                  .sum()), 1) for a in axis_values]
+    hard = [min(run_lengths(make_volume((64, 64, 64), s, preset="hard")[1], range(3)))
+            for s in range(3)]
+    easy = [min(run_lengths(make_volume((64, 64, 64), s)[1], range(3))) for s in range(3)]
+    assert np.mean(hard) < 2.6 < np.mean(easy)
+
+
+def test_hard_preset_has_bright_debris_off_the_sheets():
+    # debris is brighter than papyrus and never on a labelled sheet: the brightest labelled
+    # voxels are background, though the surface is the brighter class on average
+    for seed in (2, 3, 5):
+        image, label = make_volume((96, 96, 96), seed, preset="hard")
+        assert image[label == 1].mean() > image[label == 0].mean()
+        assert (image[label == 0] > 180).sum() > 5 * (image[label == 1] > 180).sum() + 20
+
+
+def test_unknown_preset_lists_valid_ones():
+    with pytest.raises(ValueError, match="easy, hard"):
+        make_volume((16, 16, 16), preset="medium")
+
+
+def test_presets_are_deterministic_and_odd_shapes_work():
+    a = make_volume((17, 30, 41), seed=3, preset="hard")
+    b = make_volume((17, 30, 41), seed=3, preset="hard")
+    assert a[0].shape == (17, 30, 41)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))

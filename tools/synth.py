@@ -1,6 +1,6 @@
 """Write synthetic scroll-like volumes in the competition layout (the embedded default dataset).
 
-    python tools/synth.py OUT [--volumes 4] [--shape 320] [--seed 0]
+    python tools/synth.py OUT [--volumes 4] [--shape 320] [--seed 0] [--preset easy|hard]
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from vesuvius_data.synthetic import write_competition_layout
+from vesuvius_data.synthetic import PRESETS, write_competition_layout
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,12 +19,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shape", type=int, nargs="+", default=[320],
                         help="one side (cube) or three sides z y x")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="easy",
+                        help="easy: thick, well separated sheets; hard: thin touching sheets, "
+                        "low contrast, bias field, debris (see vesuvius_data/synthetic.py)")
     args = parser.parse_args(argv)
     if len(args.shape) not in (1, 3):
         parser.error("--shape takes one or three ints")
     shape = tuple(args.shape * 3 if len(args.shape) == 1 else args.shape)
-    ids = write_competition_layout(args.out, args.volumes, shape, args.seed, progress=True)
-    print(f"wrote {len(ids)} volumes of shape {shape} to {args.out}")
+    if min(shape) < 8 or args.volumes < 1:
+        parser.error(f"need --volumes >= 1 and every side >= 8, got {args.volumes} and {shape}")
+    ids = write_competition_layout(args.out, args.volumes, shape, args.seed,
+                                   preset=args.preset, progress=True)
+    print(f"wrote {len(ids)} {args.preset} volumes of shape {shape} to {args.out}")
     return 0
 
 

@@ -1,8 +1,13 @@
 """Scroll-like synthetic volumes: the project's embedded default dataset.
 
-Each volume is a stack of wavy papyrus sheets 2-4 voxels thick, roughly parallel, some torn,
-with CT-like intensities (bright papyrus, darker gaps, air outside the scroll, blur, noise and a
-slow intensity drift). Labels follow the competition: 1 on the annotated sheets, 0 in a band
+Each volume is a stack of wavy papyrus sheets, roughly parallel, some torn, with CT-like
+intensities (bright papyrus, darker gaps, air outside the scroll, blur, noise and a slow
+intensity drift). A *preset* says how hard the volume is (``PRESETS``):
+
+- ``easy`` (the default): sheets 2-4 voxels thick, 9-16 voxels apart, clear contrast.
+- ``hard``: what real CT looks like where models fail: 2-voxel sheets 4-8 voxels apart that
+  sometimes touch, low contrast, stronger noise and partial-volume blur, a smooth 3-D bias field
+  and bright debris between the sheets (labelled background where it lies in the band). Labels follow the competition: 1 on the annotated sheets, 0 in a band
 around them, 2 (unlabeled) everywhere else: far from annotated sheets, on sheets nobody
 annotated, in unannotated slabs and outside the scroll. The generator aims each volume's census
 at the real data (label 0 ~25-39 %, label 1 ~4-9 %, label 2 ~52-71 %) by choosing how many
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,12 +28,48 @@ from scipy import ndimage
 
 from .labels import LabelSpec
 
-__all__ = ["make_volume", "write_competition_layout", "SCROLL_IDS"]
+__all__ = ["make_volume", "write_competition_layout", "SCROLL_IDS", "PRESETS", "Preset"]
 
 #: scroll ids as in the competition's train.csv
 SCROLL_IDS: tuple[str, ...] = ("26002", "26010", "34117", "35360")
 
 _BAND_MAX = 20.0  # voxels; the background band never reaches further from an annotated sheet
+
+
+@dataclass(frozen=True)
+class Preset:
+    """How a synthetic volume looks; every range is sampled uniformly per volume (or sheet)."""
+
+    half_thickness: tuple[float, float] = (1.0, 2.0)  # sheet = |n - h| <= half: 2-4 voxels
+    spacing: tuple[float, float] = (9.0, 16.0)  # sheet centre to next sheet centre
+    own_wave: tuple[float, float] = (0.5, 2.0)  # per-sheet wave amplitude (makes sheets touch)
+    papyrus: tuple[float, float] = (150.0, 185.0)  # density of papyrus
+    gap: tuple[float, float] = (60.0, 85.0)  # density between sheets
+    blur: tuple[float, float] = (0.7, 1.2)  # Gaussian sigma (partial volume)
+    noise: tuple[float, float] = (8.0, 16.0)  # noise standard deviation
+    drift: float = 0.12  # in-plane intensity drift (fraction)
+    bias_field: float = 0.0  # smooth 3-D multiplicative field, +- this fraction
+    debris_per_64cube: float = 0.0  # bright specks off the sheets, per 64^3 voxels
+    debris_density: tuple[float, float] = (190.0, 240.0)
+
+
+#: presets by name (``make_volume(..., preset=NAME)``, ``tools/synth.py --preset NAME``)
+PRESETS: dict[str, Preset] = {
+    "easy": Preset(),
+    "hard": Preset(half_thickness=(0.95, 1.05), spacing=(6.0, 10.0), own_wave=(0.5, 2.5),
+                   papyrus=(125.0, 145.0), gap=(78.0, 95.0), blur=(0.9, 1.3),
+                   noise=(10.0, 16.0), drift=0.0, bias_field=0.25, debris_per_64cube=16.0,
+                   debris_density=(210.0, 255.0)),
+}
+
+
+def get_preset(preset: str | Preset) -> Preset:
+    """A preset by name (an unknown name lists the valid ones) or as given."""
+    if isinstance(preset, Preset):
+        return preset
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
+    return PRESETS[preset]
 
 
 def _wave(rng: np.random.Generator, a: np.ndarray, b: np.ndarray, n: int, amp: float,
@@ -54,19 +96,50 @@ def _holes(rng: np.random.Generator, a: np.ndarray, b: np.ndarray, A: int, B: in
     return mask
 
 
+def _add_debris(rng: np.random.Generator, density: np.ndarray, free: np.ndarray,
+                look: Preset) -> None:
+    """Bright blobs of radius 0.8-2.5 voxels, painted only where ``free`` (off the sheets)."""
+    n = rng.poisson(look.debris_per_64cube * density.size / 64**3)
+    for _ in range(n):
+        r = rng.uniform(0.8, 2.5)
+        centre = rng.uniform(0, density.shape)
+        lo = np.maximum(np.floor(centre - r).astype(int), 0)
+        hi = np.minimum(np.ceil(centre + r).astype(int) + 1, density.shape)
+        if np.any(hi <= lo):
+            continue
+        box = tuple(slice(x, y) for x, y in zip(lo, hi, strict=True))
+        grid = np.ogrid[box]
+        ball = sum((g - c) ** 2 for g, c in zip(grid, centre, strict=True)) <= r * r
+        ball &= free[box]
+        density[box][ball] = rng.uniform(*look.debris_density)
+
+
+def _bias_field(rng: np.random.Generator, shape: tuple[int, ...], amplitude: float
+                ) -> np.ndarray:
+    """Smooth multiplicative field in [1 - amplitude, 1 + amplitude]: a cubic zoom of a random
+    4^3 grid, as scanner inhomogeneity varies over tens of voxels."""
+    coarse = rng.uniform(-1.0, 1.0, (4, 4, 4))
+    field = ndimage.zoom(coarse, [n / 4 for n in shape], order=3, mode="nearest",
+                         grid_mode=True)[: shape[0], : shape[1], : shape[2]]
+    field /= max(float(np.abs(field).max()), 1e-6)
+    return (1.0 + amplitude * field).astype(np.float32)
+
+
 def make_volume(
     shape: tuple[int, int, int] = (320, 320, 320),
     seed: int | np.random.SeedSequence = 0,
     spec: LabelSpec | None = None,
+    preset: str | Preset = "easy",
 ) -> tuple[np.ndarray, np.ndarray]:
     """One synthetic (image, label) pair, both uint8 of ``shape``.
 
     Example:
-        >>> image, label = make_volume((64, 64, 64), seed=1)
+        >>> image, label = make_volume((64, 64, 64), seed=1, preset="hard")
         >>> image.dtype, label.shape
         (dtype('uint8'), (64, 64, 64))
     """
     spec = spec or LabelSpec()
+    look = get_preset(preset)
     if len(shape) != 3 or min(shape) < 8:
         raise ValueError(f"shape must be 3-D with every side >= 8, got {shape}")
     rng = np.random.default_rng(seed)
@@ -85,8 +158,8 @@ def make_volume(
     heights, halfs = [], []
     c = -_BAND_MAX + rng.uniform(0, 8)
     while c < N + _BAND_MAX:
-        h = c + shared + _wave(rng, a, b, 1, rng.uniform(0.5, 2.0), (40, 160))
-        half = rng.uniform(1.0, 2.0)  # thickness 2-4 voxels
+        h = c + shared + _wave(rng, a, b, 1, rng.uniform(*look.own_wave), (40, 160))
+        half = rng.uniform(*look.half_thickness)
         tear = _holes(rng, a, b, A, B) if rng.random() < 0.4 else None
         lo = max(int(np.floor(h.min() - half)), 0)
         hi = min(int(np.ceil(h.max() + half)) + 1, N)
@@ -97,7 +170,7 @@ def make_volume(
             sheet_id[lo:hi][inside] = len(heights)
         heights.append(h)
         halfs.append(half)
-        c += rng.uniform(9, 16)
+        c += rng.uniform(*look.spacing)
 
     # outside the scroll: beyond a wavy cut near one end there is only air
     air = np.zeros((N, A, B), bool)
@@ -161,12 +234,17 @@ def make_volume(
     label[fg_mask] = spec.foreground
 
     # CT-like intensities
-    density = np.where(sheet_id >= 0, rng.uniform(150, 185), rng.uniform(60, 85)).astype(np.float32)
+    density = np.where(sheet_id >= 0, rng.uniform(*look.papyrus),
+                       rng.uniform(*look.gap)).astype(np.float32)
     density[air] = rng.uniform(10, 25)
-    density = ndimage.gaussian_filter(density, sigma=rng.uniform(0.7, 1.2))
-    drift = 1.0 + 0.12 * _wave(rng, a, b, 2, 1.0, (100, 300))
-    density *= drift[None]
-    density += rng.uniform(8, 16) * rng.standard_normal(density.shape, dtype=np.float32)
+    if look.debris_per_64cube > 0:
+        _add_debris(rng, density, (sheet_id < 0) & ~air, look)
+    density = ndimage.gaussian_filter(density, sigma=rng.uniform(*look.blur))
+    if look.drift > 0:
+        density *= 1.0 + look.drift * _wave(rng, a, b, 2, 1.0, (100, 300))[None]
+    if look.bias_field > 0:
+        density *= _bias_field(rng, density.shape, look.bias_field)
+    density += rng.uniform(*look.noise) * rng.standard_normal(density.shape, dtype=np.float32)
     image = np.clip(density, 0, 255).astype(np.uint8)
 
     inverse = np.argsort(order)
@@ -180,6 +258,7 @@ def write_competition_layout(
     shape: tuple[int, int, int] = (320, 320, 320),
     seed: int = 0,
     *,
+    preset: str | Preset = "easy",
     progress: bool = False,
 ) -> list[str]:
     """Write ``n_volumes`` synthetic volumes in the competition's layout; return their ids.
@@ -200,7 +279,7 @@ def write_competition_layout(
     for i, (vid, ss) in enumerate(
         tqdm(list(zip(ids, seeds, strict=True)), desc="synthetic volumes", disable=not progress)
     ):
-        image, label = make_volume(shape, ss)
+        image, label = make_volume(shape, ss, preset=preset)
         for sub, data in (("train_images", image), ("train_labels", label)):
             tmp = root / sub / f".{vid}.tif.partial"
             tifffile.imwrite(tmp, data, compression="lzw")
