@@ -96,15 +96,23 @@ def test_tune_postprocess_picks_the_threshold_by_the_metric(tmp_path, capsys):
         tifffile.imwrite(labels / f"{vid}.tif", label)
         tifffile.imwrite(probs / f"{vid}.tif", np.clip(prob, 0, 1).astype(np.float16))
     # specks at p = 0.55 wreck the topology at threshold 0.5; 0.6 keeps only the sheets
+    only_threshold = ["--weak-thresholds", "none", "--min-components", "0", "--plug", "off",
+                      "--patch-areas", "0", "--max-cavities", "0"]
     assert tune_postprocess.main([str(probs), str(labels), "--thresholds", "0.5,0.6",
-                                  "--min-components", "0", "--max-holes", "0"]) == 0
+                                  *only_threshold]) == 0
     out = capsys.readouterr().out
-    assert out.strip().endswith("--threshold 0.6 --min-component 0 --max-hole 0")
+    assert out.strip().endswith("best over 2 volume(s): --threshold 0.6")
     assert tune_postprocess.main([str(probs), str(labels), "--thresholds", "0.5",
-                                  "--min-components", "0,10", "--json"]) == 0
+                                  "--weak-thresholds", "none", "--min-components", "0,10",
+                                  "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert rows[0]["min_component"] == 10 and rows[0]["score"] == pytest.approx(1.0)
     assert rows[0]["score"] > rows[-1]["score"]
+    assert rows[0]["flags"].startswith("--threshold 0.5 --min-component 10")
+    # a negative size is a clear error before any scoring
+    assert tune_postprocess.main([str(probs), str(labels), "--thresholds", "0.5",
+                                  "--weak-thresholds", "0.7", "--min-components", "-1"]) == 2
+    assert "must be >= 0" in capsys.readouterr().err
 
 
 def test_table_says_when_dim1_matches_are_only_a_bound(tmp_path, capsys, monkeypatch):

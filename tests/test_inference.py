@@ -16,7 +16,6 @@ from trainer.inference import (
     decode_probabilities,
     encode_probabilities,
     gaussian_weights,
-    postprocess,
     predict_volume,
     window_corners,
 )
@@ -59,15 +58,22 @@ def test_stitched_prediction_equals_whole_volume_prediction(tta):
     np.testing.assert_allclose(prob, expected, atol=1e-5)
 
 
-def test_postprocess_drops_small_components_and_fills_small_holes():
-    prob = np.zeros((20, 20, 20), np.float32)
-    prob[5:15, 5:15, 5:15] = 0.9  # a 1000-voxel block ...
-    prob[9, 9, 9] = 0.1  # ... with a one-voxel hole
-    prob[0, 0, 0] = 0.8  # and a one-voxel speck
-    plain = postprocess(prob)
-    assert plain.dtype == np.uint8 and plain.sum() == 999 + 1
-    cleaned = postprocess(prob, min_component=10, max_hole=5)
-    assert cleaned[0, 0, 0] == 0 and cleaned[9, 9, 9] == 1 and cleaned.sum() == 1000
+class Ramp(torch.nn.Module):
+    """Logit = the z index inside the window, whatever the input: not flip-equivariant."""
+
+    def forward(self, x):
+        z = torch.arange(x.shape[2], dtype=torch.float32).view(1, 1, -1, 1, 1)
+        return (z - 2.0).expand_as(x).clone()
+
+
+def test_tta_averages_logits_not_probabilities():
+    image = np.zeros((8, 4, 4), np.uint8)
+    prob = predict_volume(Ramp(), image, (8, 4, 4), tta=True, device="cpu")
+    # flips along z give logits z - 2 and 5 - z: their mean is 1.5 everywhere
+    np.testing.assert_allclose(prob, 1 / (1 + np.exp(-1.5)), atol=1e-6)
+    mean_of_probs = 0.5 * (1 / (1 + np.exp(-(np.arange(8) - 2.0)))
+                           + 1 / (1 + np.exp(-(5.0 - np.arange(8)))))
+    assert np.abs(prob[:, 0, 0] - mean_of_probs).max() > 0.05
 
 
 def test_predict_tool_writes_named_masks_and_a_zip(tmp_path, capsys):

@@ -1,7 +1,8 @@
 """Turn a checkpoint into one uint8 mask TIF per input volume (and a submission zip).
 
-    python tools/predict.py CHECKPOINT INPUT OUT_DIR [--threshold 0.5] [--tta] [--overlap 0.5]
-        [--min-component N] [--max-hole N] [--zip submission.zip]
+    python tools/predict.py CHECKPOINT INPUT OUT_DIR [--tta] [--overlap 0.5] [--zip submission.zip]
+        [--threshold 0.5] [--weak-threshold W] [--min-component N] [--dust-connectivity 6|26]
+        [--plug] [--patch-area N] [--max-cavity N]
         [--probabilities PROB_DIR [--prob-dtype float16|uint8]]
 
 INPUT is a folder of TIF stacks (e.g. test_images/), a .zip of them or a VolumeStore (read
@@ -9,7 +10,9 @@ window by window); each output keeps its input's name ({id}.tif). --probabilitie
 the blended probabilities ({id}.tif as float16, or uint8 = round(255 p)), so
 tools/tune_postprocess.py can choose the threshold and post-processing by the competition
 metric without predicting again. Sliding-window inference with Gaussian blending; see
-trainer/inference.py.
+trainer/inference.py. The mask is repaired by vesuvius_data/repair.py: hysteresis, dust removal,
+per-sheet pinhole plugging and hole patching, cavity filling; tools/tune_postprocess.py prints
+the flags that score best.
 """
 
 from __future__ import annotations
@@ -26,8 +29,9 @@ from tqdm.auto import tqdm
 
 from trainer.checkpoint import load_checkpoint
 from trainer.config import config_from_dict
-from trainer.inference import encode_probabilities, postprocess, predict_volume, window_corners
+from trainer.inference import encode_probabilities, predict_volume, window_corners
 from trainer.model import build_model
+from vesuvius_data.repair import add_repair_arguments, repair, repair_config_from_args
 from vesuvius_data.volume_sources import volume_sources
 
 
@@ -58,20 +62,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("checkpoint", help="a .pt file or a run folder (its last.pt)")
     ap.add_argument("input", type=Path)
     ap.add_argument("out_dir", type=Path)
-    ap.add_argument("--threshold", type=float, default=0.5)
     ap.add_argument("--tta", action="store_true", help="average over the 8 flips")
     ap.add_argument("--overlap", type=float, default=0.5)
     ap.add_argument("--batch-size", type=int, default=2)
-    ap.add_argument("--min-component", type=int, default=0,
-                    help="drop predicted components smaller than N voxels (26-connected)")
-    ap.add_argument("--max-hole", type=int, default=0,
-                    help="fill enclosed holes of at most N voxels")
     ap.add_argument("--zip", type=Path, default=None, help="also pack the TIFs into this zip")
     ap.add_argument("--probabilities", type=Path, default=None,
                     help="also write the probabilities, one TIF per input, into this folder")
     ap.add_argument("--prob-dtype", choices=("float16", "uint8"), default="float16")
+    add_repair_arguments(ap)
     args = ap.parse_args(argv)
     try:
+        repair_config = repair_config_from_args(args)
         model, patch = load_model(args.checkpoint)
         inputs = volume_sources(args.input, role="image")
     except (FileNotFoundError, ValueError, KeyError) as e:
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         prob = predict_volume(model, volume, (patch,) * 3, overlap=args.overlap,
                               batch_size=args.batch_size, tta=args.tta)
-        mask = postprocess(prob, args.threshold, args.min_component, args.max_hole)
+        mask = repair(prob, repair_config)
         out = args.out_dir / f"{vid}.tif"
         _write_tif(out, mask)
         if args.probabilities:

@@ -1,19 +1,24 @@
-"""Choose the threshold and post-processing by the competition metric, on saved probabilities.
+"""Choose the threshold and topology repair by the competition metric, on saved probabilities.
 
     python tools/tune_postprocess.py PROB_DIR LABELS [--thresholds 0.3,0.4,0.5,0.6,0.7]
-        [--min-components 0,100,1000] [--max-holes 0,100] [--json]
+        [--weak-thresholds none,0.2,0.3] [--min-components 0,10,100,1000]
+        [--dust-connectivities 6,26] [--plug both] [--patch-areas 0,16,64]
+        [--max-cavities 0,100] [--json]
 
 PROB_DIR holds the {id}.tif probabilities that ``tools/predict.py --probabilities`` wrote
-(float16, or uint8 = round(255 p)); LABELS is a folder of {id}.tif labels or a VolumeStore. Every
-combination is applied to every volume (``trainer.inference.postprocess``) and scored with
-``score_volume``; the table lists the mean score and its parts per combination, best first, and
+(float16, or uint8 = round(255 p)); LABELS is a folder of {id}.tif labels or a VolumeStore.
+The search is greedy, in the order the steps run (``vesuvius_data.repair``): first every
+threshold with every weak (hysteresis) threshold below it, then, keeping the best so far, each
+repair step's candidates in turn (dust size x connectivity, plugging off/on, hole patching
+areas, cavity sizes). Every candidate is applied to every volume and scored with
+``score_volume``; the table lists each tried config's mean score and parts, best first, and
 the last line is the ``tools/predict.py`` flags of the best one.
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -21,8 +26,9 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from trainer.inference import decode_probabilities, postprocess
+from trainer.inference import decode_probabilities
 from vesuvius_data.metrics import score_volume
+from vesuvius_data.repair import RepairConfig, repair
 from vesuvius_data.volume_sources import pair_ids, volume_sources
 
 PARTS = ("score", "topo_score", "surface_dice", "voi_score")
@@ -36,20 +42,46 @@ def _ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
 
 
-def tune(probs: dict[str, np.ndarray], labels: dict[str, np.ndarray], thresholds, min_components,
-         max_holes) -> list[dict]:
-    """Mean score and parts per (threshold, min_component, max_hole), best first."""
-    combos = list(itertools.product(thresholds, min_components, max_holes))
-    rows = []
-    with tqdm(total=len(combos) * len(probs), desc="tune", unit="score", disable=None) as bar:
-        for t, mc, mh in combos:
-            scores = []
-            for vid, prob in probs.items():
-                scores.append(score_volume(postprocess(prob, t, mc, mh), labels[vid]))
-                bar.update()
-            rows.append({"threshold": t, "min_component": mc, "max_hole": mh,
-                         **{k: float(np.mean([getattr(s, k) for s in scores])) for k in PARTS}})
-    return sorted(rows, key=lambda r: -r["score"])
+def _weak(text: str) -> list[float | None]:
+    return [None if x.strip().lower() == "none" else float(x) for x in text.split(",")
+            if x.strip()]
+
+
+def _stages(a: argparse.Namespace) -> list[list[dict]]:
+    """Candidate field updates per greedy stage, in the order ``repair`` applies the steps."""
+    first = [{"threshold": t, "weak_threshold": w} for t in a.thresholds for w in a.weak_thresholds
+             if w is None or w < t]
+    plug = {"both": [False, True], "on": [True], "off": [False]}[a.plug]
+    return [first,
+            [{"min_component": m, "dust_connectivity": c} for m in a.min_components
+             for c in (a.dust_connectivities if m else a.dust_connectivities[:1])],
+            [{"plug": p} for p in plug],
+            [{"patch_area": n} for n in a.patch_areas],
+            [{"max_cavity": n} for n in a.max_cavities]]
+
+
+def tune(probs: dict[str, np.ndarray], labels: dict[str, np.ndarray],
+         stages: list[list[dict]]) -> list[dict]:
+    """Greedy search: each stage tries its updates on the best config so far. Returns one row
+    per distinct config tried (its fields and mean score parts), best first."""
+    best, tried = RepairConfig(), {}
+
+    def evaluate(config: RepairConfig) -> dict:
+        if config not in tried:
+            scores = [score_volume(repair(prob, config), labels[vid])
+                      for vid, prob in probs.items()]
+            tried[config] = {**dataclasses.asdict(config),
+                             **{k: float(np.mean([getattr(s, k) for s in scores])) for k in PARTS},
+                             "flags": config.to_flags()}
+            bar.update()
+        return tried[config]
+
+    total = sum(len(s) for s in stages)
+    with tqdm(total=total, desc="tune", unit="config", disable=None) as bar:
+        for updates in stages:
+            candidates = [dataclasses.replace(best, **u) for u in updates] or [best]
+            best = max(candidates, key=lambda c: evaluate(c)["score"])
+    return sorted(tried.values(), key=lambda r: -r["score"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,11 +91,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("probabilities", type=Path)
     ap.add_argument("labels", type=Path)
     ap.add_argument("--thresholds", type=_floats, default=[0.3, 0.4, 0.5, 0.6, 0.7])
-    ap.add_argument("--min-components", type=_ints, default=[0, 100, 1000])
-    ap.add_argument("--max-holes", type=_ints, default=[0, 100])
+    ap.add_argument("--weak-thresholds", type=_weak, default=[None, 0.2, 0.3],
+                    help="hysteresis candidates below each threshold; 'none' = off")
+    ap.add_argument("--min-components", type=_ints, default=[0, 10, 100, 1000])
+    ap.add_argument("--dust-connectivities", type=_ints, default=[6, 26])
+    ap.add_argument("--plug", choices=("both", "on", "off"), default="both")
+    ap.add_argument("--patch-areas", type=_ints, default=[0, 16, 64])
+    ap.add_argument("--max-cavities", "--max-holes", dest="max_cavities", type=_ints,
+                    default=[0, 100])
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     try:
+        stages = _stages(args)
+        for update in (u for s in stages for u in s):
+            RepairConfig(**{**dataclasses.asdict(RepairConfig()), **update})  # checks values
         prob_src, label_src = volume_sources(args.probabilities), volume_sources(args.labels)
         ids = pair_ids(prob_src, label_src)
         probs = {vid: decode_probabilities(prob_src[vid].read()) for vid in ids}
@@ -75,19 +116,15 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    rows = tune(probs, labels, args.thresholds, args.min_components, args.max_holes)
+    rows = tune(probs, labels, stages)
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
-    print(f"{'threshold':>9} {'min_comp':>8} {'max_hole':>8} {'score':>7} {'topo':>7} "
-          f"{'sdice':>7} {'voi':>7}")
+    print(f"{'score':>7} {'topo':>7} {'sdice':>7} {'voi':>7}  flags")
     for r in rows:
-        print(f"{r['threshold']:9.2f} {r['min_component']:8d} {r['max_hole']:8d} "
-              f"{r['score']:7.4f} {r['topo_score']:7.4f} {r['surface_dice']:7.4f} "
-              f"{r['voi_score']:7.4f}")
-    best = rows[0]
-    print(f"best over {len(ids)} volume(s): --threshold {best['threshold']} --min-component "
-          f"{best['min_component']} --max-hole {best['max_hole']}")
+        print(f"{r['score']:7.4f} {r['topo_score']:7.4f} {r['surface_dice']:7.4f} "
+              f"{r['voi_score']:7.4f}  {r['flags']}")
+    print(f"best over {len(ids)} volume(s): {rows[0]['flags']}")
     return 0
 
 

@@ -3,9 +3,11 @@
 Windows of the training patch size step over the volume with a given overlap (the last window
 of each axis is aligned to the volume's end, so every voxel is covered). Each window is
 normalised exactly as the loader normalised training patches (z-score per window by default),
-predicted in batches, optionally averaged over the 8 flips (test-time augmentation), and
-blended with a Gaussian weight that trusts window centres more than borders (nnU-Net's choice:
-sigma = patch / 8). Probabilities are the weighted mean.
+predicted in batches, optionally averaged over the 8 flips (test-time augmentation, in logit
+space: a flip that is sure outvotes two that hesitate, where averaging probabilities would let
+hesitation win), and blended with a Gaussian weight that trusts window centres more than
+borders (nnU-Net's choice: sigma = patch / 8). Probabilities are the weighted mean.
+Thresholding and topology repair of the result live in ``vesuvius_data.repair``.
 """
 
 from __future__ import annotations
@@ -14,15 +16,13 @@ import itertools
 from collections.abc import Callable
 from typing import Any
 
-import cc3d
 import numpy as np
 import torch
-from scipy import ndimage
 
 from vesuvius_data.loader import NORMALIZERS
 
-__all__ = ["gaussian_weights", "window_corners", "predict_volume", "postprocess",
-           "encode_probabilities", "decode_probabilities"]
+__all__ = ["gaussian_weights", "window_corners", "predict_volume", "encode_probabilities",
+           "decode_probabilities"]
 
 
 def gaussian_weights(patch: tuple[int, int, int], sigma_scale: float = 1 / 8) -> np.ndarray:
@@ -86,16 +86,15 @@ def predict_volume(model: torch.nn.Module, volume: Any, patch: tuple[int, int, i
         windows = [norm(np.asarray(volume[z:z + patch[0], y:y + patch[1], x:x + patch[2]]))
                    for z, y, x in batch_corners]
         x = torch.from_numpy(np.stack(windows)[:, None]).to(device)
-        prob = torch.zeros_like(x)
+        logits = torch.zeros_like(x)
         flips = _flips(tta)
         for dims in flips:
             xi = torch.flip(x, dims) if dims else x
             with autocast:
                 out = model(xi)
-            out = out[0] if isinstance(out, list) else out
-            p = torch.sigmoid(out.float())
-            prob += torch.flip(p, dims) if dims else p
-        prob = (prob / len(flips)).cpu().numpy()[:, 0]
+            out = (out[0] if isinstance(out, list) else out).float()
+            logits += torch.flip(out, dims) if dims else out
+        prob = torch.sigmoid(logits / len(flips)).cpu().numpy()[:, 0]
         for (z, y, xx), p in zip(batch_corners, prob, strict=True):
             sl = (slice(z, z + patch[0]), slice(y, y + patch[1]), slice(xx, xx + patch[2]))
             acc[sl] += p * weight
@@ -103,24 +102,6 @@ def predict_volume(model: torch.nn.Module, volume: Any, patch: tuple[int, int, i
         if progress is not None:
             progress(len(batch_corners))
     return acc / norm_acc
-
-
-def postprocess(prob: np.ndarray, threshold: float = 0.5, min_component: int = 0,
-                max_hole: int = 0) -> np.ndarray:
-    """uint8 mask: ``prob > threshold``, then components under ``min_component`` voxels
-    (26-connected) dropped, then enclosed holes of at most ``max_hole`` voxels filled."""
-    mask = prob > threshold
-    if min_component > 0 and mask.any():
-        mask = cc3d.dust(mask, threshold=min_component, connectivity=26, in_place=True)
-    if max_hole > 0 and mask.any():
-        holes = ndimage.binary_fill_holes(mask) & ~mask
-        lab, n = ndimage.label(holes)
-        if n:
-            sizes = np.bincount(lab.ravel(), minlength=n + 1)
-            small = sizes <= max_hole
-            small[0] = False
-            mask = mask | small[lab]
-    return mask.astype(np.uint8)
 
 
 def encode_probabilities(prob: np.ndarray, dtype: str) -> np.ndarray:

@@ -7,9 +7,11 @@ intensity drift). A *preset* says how hard the volume is (``PRESETS``):
 - ``easy`` (the default): sheets 2-4 voxels thick, 9-16 voxels apart, clear contrast.
 - ``hard``: what real CT looks like where models fail: 2-voxel sheets 4-8 voxels apart that
   sometimes touch, low contrast, stronger noise and partial-volume blur, a smooth 3-D bias field
-  and bright debris between the sheets (labelled background where it lies in the band). Labels follow the competition: 1 on the annotated sheets, 0 in a band
-around them, 2 (unlabeled) everywhere else: far from annotated sheets, on sheets nobody
-annotated, in unannotated slabs and outside the scroll. The generator aims each volume's census
+  and bright debris between the sheets (labelled background where it lies in the band).
+
+Labels follow the competition: 1 on the annotated sheets, 0 in a band around them, 2
+(unlabeled) everywhere else: far from annotated sheets, on sheets nobody annotated, in
+unannotated slabs and outside the scroll. The generator aims each volume's census
 at the real data (label 0 ~25-39 %, label 1 ~4-9 %, label 2 ~52-71 %) by choosing how many
 sheets to annotate and how wide the background band is, so the census holds at any shape.
 

@@ -40,7 +40,8 @@ import numpy as np
 from ._cubical import edge_end, find
 from ._dim1 import dim1_matches
 
-__all__ = ["BettiCounts", "betti_counts", "octant_slices", "topo_score_from_counts"]
+__all__ = ["BettiCounts", "betti_counts", "betti_numbers", "octant_slices",
+           "topo_score_from_counts"]
 
 #: the scorer's weights for dimensions 0, 1, 2 (renormalised over the active ones)
 TOPO_WEIGHTS = (0.34, 0.33, 0.33)
@@ -132,6 +133,15 @@ def _block_counts(p: np.ndarray, g: np.ndarray) -> BettiCounts:
             m1 = exact
     return BettiCounts((m0, m1, m2), (max(bp.b0 - 1, 0), bp.b1, bp.b2),
                        (max(bg_.b0 - 1, 0), bg_.b1, bg_.b2), inexact)
+
+
+def betti_numbers(mask: np.ndarray) -> tuple[int, int, int]:
+    """(components, loops, cavities) of a boolean mask as one TopoScore block counts them:
+    6-connected components, loops b0 + b2 - chi, cavities = 26-connected background components
+    off the border (none for blocks one voxel thin)."""
+    mask = np.ascontiguousarray(mask, dtype=bool)
+    b = _betti(mask, min(mask.shape) >= 2)
+    return b.b0, b.b1, b.b2
 
 
 @dataclass
