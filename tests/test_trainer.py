@@ -16,7 +16,7 @@ from trainer.folds import split_folds
 from trainer.health import Confusion, HealthMonitor
 from trainer.schedule import learning_rate
 from trainer.train import COLLAPSE_EXIT, main, train
-from trainer.verdict import read_metrics
+from trainer.verdict import read_metrics, verdict
 from vesuvius_data import VolumeStore
 from vesuvius_data.synthetic import make_volume
 
@@ -62,16 +62,54 @@ def test_smoke_run_writes_metrics_checkpoints_and_index(four_scrolls, tmp_path, 
 
 
 def test_competition_metric_picks_the_best_checkpoint(four_scrolls, tmp_path, capsys):
-    cfg = tiny(four_scrolls, tmp_path / "metric", metric_every=2, metric_crop=24)
+    cfg = tiny(four_scrolls, tmp_path / "metric", metric_every=2)
     assert train(cfg) == 0
-    assert "| competition " in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "on 2 volume(s) (whole) every 2 epochs; an empty prediction scores" in out
+    assert "| score " in out and "(competition: topo" in out
     recs = read_metrics(tmp_path / "metric")
-    assert recs[0]["competition"] is None  # epoch 0 is not a metric epoch
+    assert recs[0]["competition"] is None and recs[0]["score"] is None  # not a metric epoch
     comp = recs[1]["competition"]
-    assert set(comp) == {"score", "topo_score", "surface_dice", "voi_score"}
-    assert 0.0 <= comp["score"] <= 1.0
+    assert set(comp) == {"score", "raw_score", "topo_score", "surface_dice", "voi_score",
+                         "degenerate"}
+    assert 0.0 <= comp["score"] <= comp["raw_score"] <= 1.0
+    # one score everywhere: the record, best.pt and the verdict
+    assert recs[1]["score"] == comp["score"] and recs[1]["score_name"] == "competition"
     best = load_checkpoint(tmp_path / "metric" / "best.pt")
     assert best["best_epoch"] == 1 and best["best_score"] == comp["score"]
+    v = verdict(recs)["criteria"]["best_score"]
+    assert v["value"] == comp["score"] and v["epoch"] == 1
+    assert v["passed"] == (comp["score"] > recs[1]["baseline"])
+
+
+def test_an_empty_prediction_cannot_win_validation():
+    """No octant holds more than one sheet: predicting nothing gets TopoScore 1.0 and ~0.65 overall,
+    more than a real but imperfect model. The guard scores it 0 for selection."""
+    from trainer.train import _guarded_score
+    from vesuvius_data import LabelSpec
+
+    label = np.zeros((32, 32, 32), np.uint8)
+    label[7:9] = 1  # one sheet: at most one component in any octant
+    empty, bad = _guarded_score(np.zeros(label.shape, bool), label, LabelSpec())
+    assert bad and empty.topo_score == 1.0 and empty.score == pytest.approx(0.65, abs=0.01)
+    sloppy = label == 1
+    sloppy[8, ::3, ::3] = False  # pinholes
+    sloppy[2:5, ::4, ::4] = sloppy[12:15, 2::4, 2::4] = True  # and specks off the sheet
+    real, bad = _guarded_score(sloppy, label, LabelSpec())
+    assert not bad and real.score < empty.score  # the quirk the guard exists for
+
+
+def test_verdict_best_score_must_beat_the_empty_prediction():
+    base = {"train_loss": 1.0, "val_loss": 1.0, "val": {"balanced_accuracy": 0.9},
+            "alarms": [], "score_name": "competition", "baseline": 0.65}
+    recs = [base | {"epoch": 0, "score": None}, base | {"epoch": 1, "score": 0.60},
+            base | {"epoch": 2, "score": None}, base | {"epoch": 3, "score": 0.64}]
+    c = verdict(recs)["criteria"]["best_score"]
+    assert c["value"] == 0.64 and c["epoch"] == 3 and not c["passed"]
+    assert "0.6500" in c["target"]
+    recs[1]["score"] = 0.8
+    c = verdict(recs)["criteria"]["best_score"]
+    assert c["passed"] and c["epoch"] == 1
 
 
 @pytest.mark.slow

@@ -39,7 +39,8 @@ def plot_runs(runs: dict[str, list[dict]], path: str | os.PathLike[str]) -> None
                    label=f"{name} predicted")
         fg_ax.plot(ep, [r["train"]["label_fg"] for r in recs], color=color, ls=":",
                    label=f"{name} label")
-        score_ax.plot(ep, [r["score"] for r in recs], color=color, marker="o", label=name)
+        score_ax.plot(ep, [r.get("dice", r["score"]) for r in recs], color=color, marker="o",
+                      label=f"{name} dice")
         comp = [(r["epoch"], r["competition"]["score"]) for r in recs if r.get("competition")]
         if comp:  # the competition metric, on the epochs that computed it
             score_ax.plot(*zip(*comp, strict=True), color=color, marker="s", linestyle="--",

@@ -1,8 +1,14 @@
-"""Augmentation from one strength knob, as torchio transforms run in the loader's workers."""
+"""Augmentation from one strength knob, as torchio transforms run in the loader's workers.
+
+Geometry (flips, axis permutations, small affine) and intensity: contrast, a smooth bias field,
+gamma, partial-volume blur and noise, so that a model trained on one scanner's look (or one
+synthetic preset) does not take contrast or brightness as the definition of papyrus.
+"""
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 import torchio as tio
 from torchio.transforms.augmentation.random_transform import RandomTransform
 
@@ -38,8 +44,31 @@ class RandomGammaNoise(RandomTransform, tio.IntensityTransform):
         return subject
 
 
+class RandomBiasContrast(RandomTransform, tio.IntensityTransform):
+    """Contrast around the mean, then a smooth multiplicative bias field, on any intensities
+    (z-scored data is shifted to be positive first, as a field multiplies raw densities)."""
+
+    def __init__(self, log_contrast: float, bias: float, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.log_contrast, self.bias = log_contrast, bias
+
+    def apply_transform(self, subject: tio.Subject) -> tio.Subject:
+        contrast = float(torch.empty(1).uniform_(-self.log_contrast, self.log_contrast).exp())
+        coarse = torch.empty(1, 1, 3, 3, 3).uniform_(-self.bias, self.bias)
+        for image in self.get_images(subject):
+            x = image.data.float()
+            mean = x.mean()
+            x = (x - mean) * contrast + mean
+            field = 1.0 + F.interpolate(coarse, size=x.shape[1:], mode="trilinear",
+                                        align_corners=True)[0]
+            lo = x.min()
+            image.set_data((x - lo) * field + lo)
+        return subject
+
+
 def build_augmentation(strength: float) -> tio.Compose | None:
-    """Flips, axis permutations (90-degree rotations), small affine, gamma and noise.
+    """Flips, axis permutations (90-degree rotations), small affine; contrast, bias field,
+    blur, gamma and noise.
 
     ``strength`` scales every magnitude and probability; 0 turns augmentation off.
     """
@@ -50,6 +79,9 @@ def build_augmentation(strength: float) -> tio.Compose | None:
         tio.RandomFlip(axes=(0, 1, 2), flip_probability=min(0.5, 0.5 * s)),
         RandomAxisPermutation(p=min(1.0, 0.5 * s)),
         tio.RandomAffine(scales=0.1 * s, degrees=10 * s, p=min(1.0, 0.2 * s)),
+        RandomBiasContrast(log_contrast=0.4 * s, bias=0.3 * s, p=min(1.0, 0.5 * s),
+                           include=["image"]),
+        tio.RandomBlur(std=(0.0, 0.8 * s), p=min(1.0, 0.2 * s), include=["image"]),
         RandomGammaNoise(log_gamma=0.3 * s, noise_std=0.1 * s, p=min(1.0, 0.3 * s),
                          include=["image"]),
     ])

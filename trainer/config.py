@@ -54,7 +54,7 @@ class Config:
     # competition metric on validation volumes (sliding window + score_volume) every N epochs;
     # 0 = off. When on, it is the score that picks best.pt and drives early stopping.
     metric_every: int = 0
-    metric_crop: int = 128  # centred cube of each validation volume scored (0 = whole volume)
+    metric_crop: int = 0  # 0 = score whole validation volumes; N = a centred N^3 cube of each
     batch_size: int = 2
     grad_clip: float = 1.0
     amp: bool = True  # bf16 autocast on CUDA; CPU always runs fp32

@@ -95,21 +95,57 @@ def _loss(loss_fn, outputs, targets: Targets):
     return first._replace(total=combined), outputs[0]
 
 
-def _competition_score(model, store: VolumeStore, val_ids: list[str], cfg: Config,
+#: a validation volume whose prediction holds less than this share of its label's surface voxels
+#: (on labeled voxels) scores 0 for model selection: an empty prediction scores ~0.65 where each
+#: octant holds one sheet (TopoScore 1.0, no active dimension), more than a weak real model
+MIN_PREDICTED_SHARE = 0.1
+COMPETITION_PARTS = ("score", "topo_score", "surface_dice", "voi_score")
+
+
+def _validation_boxes(store: VolumeStore, val_ids: list[str], crop: int) -> dict[str, tuple]:
+    """The region of each validation volume that the metric scores: whole (crop 0) or a centred
+    cube of side ``crop``."""
+    def centred(n: int) -> slice:
+        side = min(crop or n, n)
+        return slice((n - side) // 2, (n - side) // 2 + side)
+
+    return {vid: tuple(centred(n) for n in store.info(vid).shape) for vid in val_ids}
+
+
+def _guarded_score(pred: np.ndarray, label: np.ndarray, spec) -> tuple[Any, bool]:
+    """(score_volume result, degenerate): degenerate when the prediction is (nearly) empty
+    where the label has surface."""
+    result = score_volume(pred, label)
+    surface = int(np.count_nonzero(label == spec.foreground))
+    predicted = int(np.count_nonzero(pred & (label != spec.ignore)))
+    return result, surface > 0 and predicted < MIN_PREDICTED_SHARE * surface
+
+
+def _competition_score(model, store: VolumeStore, boxes: dict[str, tuple], cfg: Config,
                        device: torch.device) -> dict[str, float]:
-    """Mean competition score (and its parts) of thresholded sliding-window predictions over a
-    centred ``metric_crop`` cube of each validation volume."""
-    parts = []
-    for vid in val_ids:
-        image, label = store.image(vid), store.label(vid)
-        box = tuple(slice(max((n - cfg.metric_crop) // 2, 0),
-                          max((n - cfg.metric_crop) // 2, 0) + min(cfg.metric_crop or n, n))
-                    for n in image.shape)
-        prob = predict_volume(model, np.asarray(image[box]), (cfg.patch_size,) * 3,
+    """Mean competition score (and its parts) of thresholded sliding-window predictions on the
+    validation regions; ``score`` counts degenerate volumes as 0 (see MIN_PREDICTED_SHARE)."""
+    parts, selection, degenerate = [], [], 0
+    for vid, box in boxes.items():
+        prob = predict_volume(model, np.asarray(store.image(vid)[box]), (cfg.patch_size,) * 3,
                               overlap=0.25, batch_size=cfg.batch_size, device=device)
-        parts.append(score_volume(prob >= 0.5, np.asarray(label[box])))
-    keys = ("score", "topo_score", "surface_dice", "voi_score")
-    return {k: float(np.mean([getattr(p, k) for p in parts])) for k in keys}
+        result, bad = _guarded_score(prob >= 0.5, np.asarray(store.label(vid)[box]),
+                                     store.label_spec)
+        parts.append(result)
+        selection.append(0.0 if bad else result.score)
+        degenerate += bad
+    out = {k: float(np.mean([getattr(p, k) for p in parts])) for k in COMPETITION_PARTS}
+    return out | {"raw_score": out["score"], "score": float(np.mean(selection)),
+                  "degenerate": degenerate}
+
+
+def _empty_prediction_score(store: VolumeStore, boxes: dict[str, tuple]) -> float:
+    """What predicting nothing scores on the validation regions (the metric's baseline)."""
+    scores = []
+    for vid, box in boxes.items():
+        label = np.asarray(store.label(vid)[box])
+        scores.append(score_volume(np.zeros(label.shape, bool), label).score)
+    return float(np.mean(scores))
 
 
 def _rng_state() -> dict[str, Any]:
@@ -154,6 +190,13 @@ def train(cfg: Config, *, resume: str | None = None, stop_after_epochs: int | No
                              cfg.num_workers, cfg.seed + 1,
                              samples_per_epoch=cfg.val_iterations * cfg.batch_size)
     census = index.census()
+    boxes = _validation_boxes(store, val_ids, cfg.metric_crop) if cfg.metric_every else {}
+    # the yardstick the selection score must beat: an empty prediction (dice scores it 0)
+    baseline = _empty_prediction_score(store, boxes) if boxes else 0.0
+    if boxes:
+        log(f"validation by the competition metric on {len(boxes)} volume(s) ("
+            + ("whole" if not cfg.metric_crop else f"centred {cfg.metric_crop}^3 crops")
+            + f") every {cfg.metric_every} epochs; an empty prediction scores {baseline:.4f}")
 
     # ------------------------------------------------------------------ model, optimizer
     with torch.random.fork_rng(devices=[]):
@@ -265,12 +308,12 @@ def train(cfg: Config, *, resume: str | None = None, stop_after_epochs: int | No
         val_loss, val_stats = val_sum / max(val_n, 1), val_conf.summary()
         competition = None
         if cfg.metric_every and (epoch + 1) % cfg.metric_every == 0:
-            competition = _competition_score(eval_model, store, val_ids, cfg, device)
-        score = val_stats["dice"]
-        # what picks best.pt and drives early stopping: the competition score when it is on
-        # (only epochs that computed it compete), else validation dice
-        selection = competition["score"] if competition else (None if cfg.metric_every
-                                                              else score)
+            competition = _competition_score(eval_model, store, boxes, cfg, device)
+        dice = val_stats["dice"]
+        # one score picks best.pt, drives early stopping, heads the epoch line and the verdict:
+        # the guarded competition score when it is on (only epochs that computed it compete),
+        # else validation dice
+        score = competition["score"] if competition else (None if cfg.metric_every else dice)
 
         alarms = monitor.check(epoch, train_loss, train_stats)
         terms = " ".join(f"{k} {sums[k] / max(n_steps, 1):.4f}" for k in TERM_NAMES
@@ -278,25 +321,28 @@ def train(cfg: Config, *, resume: str | None = None, stop_after_epochs: int | No
         log(f"Epoch {epoch} | Train Loss: {train_loss:.4f} | Val Loss: {val_loss:.4f} | "
             f"lr {lr:.1e} | {terms} | pred_fg {train_stats['pred_fg']:.3f} label_fg "
             f"{train_stats['label_fg']:.3f} | fg_recall {train_stats['fg_recall']:.3f} "
-            f"bg_recall {train_stats['bg_recall']:.3f} | score {score:.4f}"
-            + (f" | competition {competition['score']:.4f} (topo "
+            f"bg_recall {train_stats['bg_recall']:.3f} | dice {dice:.4f}"
+            + (f" | score {competition['score']:.4f} (competition: topo "
                f"{competition['topo_score']:.3f} sdice {competition['surface_dice']:.3f} "
-               f"voi {competition['voi_score']:.3f})"
+               f"voi {competition['voi_score']:.3f}"
+               + (f"; {competition['degenerate']} volume(s) nearly empty, scored 0"
+                  if competition["degenerate"] else "") + ")"
                if competition else ""))
         for a in alarms:
             log(f"!!! {a}")
         record = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "lr": lr,
                   "terms": {k: sums[k] / max(n_steps, 1) for k in loss_fn.terms},
-                  "train": train_stats, "val": val_stats, "score": score, "alarms": alarms,
-                  "competition": competition,
+                  "train": train_stats, "val": val_stats, "dice": dice, "score": score,
+                  "score_name": "competition" if cfg.metric_every else "dice",
+                  "baseline": baseline, "alarms": alarms, "competition": competition,
                   "seconds": time.perf_counter() - t0, "data_wait_fraction": wait / train_time,
                   "iterations_per_s": n_steps / train_time}
         with open(out / "metrics.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
 
-        improved = selection is not None and selection > best_score
+        improved = score is not None and score > best_score
         if improved:
-            best_score, best_epoch = selection, epoch
+            best_score, best_epoch = score, epoch
         state = {"model": model.state_dict(), "optimizer": opt.state_dict(),
                  "ema": ema.state_dict() if ema is not None else None, "scaler": None,
                  "strategy": loader.strategy.state_dict(), "rng": _rng_state(),
