@@ -61,10 +61,12 @@ def test_competition_layout_is_lzw_tiffs(tmp_path):
 
 @pytest.mark.parametrize("seed", range(4))
 def test_hard_preset_keeps_the_census_and_is_harder(seed):
-    """Thin sheets packed closer, lower contrast, debris off the sheets: still the real census."""
+    """Thin sheets packed closer, lower contrast, debris off the sheets; the census stays near
+    the real one (more surface: every sheet of the annotated region is labelled)."""
     image, label = make_volume((64, 64, 64), seed, preset="hard")
     f = count_labels(label, LabelSpec()).fractions()
-    assert 0.25 <= f["background"] <= 0.39 and 0.04 <= f["foreground"] <= 0.09
+    assert 0.25 <= f["background"] <= 0.39 and 0.04 <= f["foreground"] <= 0.12
+    assert 0.5 <= f["ignore"] <= 0.71
     easy_image, easy_label = make_volume((64, 64, 64), seed)
     contrast = lambda im, lab: im[lab == 1].mean() - im[lab == 0].mean()  # noqa: E731
     assert 5 < contrast(image, label) < 0.7 * contrast(easy_image, easy_label)
@@ -100,3 +102,13 @@ def test_presets_are_deterministic_and_odd_shapes_work():
     b = make_volume((17, 30, 41), seed=3, preset="hard")
     assert a[0].shape == (17, 30, 41)
     assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def test_mixed_layout_cycles_easy_and_hard(tmp_path):
+    def images(preset):
+        ids = write_competition_layout(tmp_path / preset, 2, (16, 16, 16), seed=3, preset=preset)
+        return [tifffile.imread(tmp_path / preset / "train_images" / f"{v}.tif") for v in ids]
+
+    mixed, easy, hard = images("mixed"), images("easy"), images("hard")
+    assert np.array_equal(mixed[0], easy[0]) and np.array_equal(mixed[1], hard[1])
+    assert not np.array_equal(mixed[1], easy[1])

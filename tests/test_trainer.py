@@ -233,6 +233,14 @@ def test_group_kfold_keeps_scrolls_apart(four_scrolls):
     assert sorted(seen) == store.ids()
     with pytest.raises(ValueError, match="num_folds=5 but only 4 groups"):
         split_folds(store, store.ids(), 5, 0)
+    # explicit validation volumes replace the folds
+    assert split_folds(store, store.ids(), 2, 0, ["v2"]) == (["v0", "v1", "v3"], ["v2"])
+    with pytest.raises(ValueError, match=r"val_volumes \['nope'\] are not in the store"):
+        split_folds(store, store.ids(), 2, 0, ["nope"])
+    cfg = apply_overrides(Config(), {"val_volumes": "[v1, v3]"})
+    assert cfg.val_volumes == ["v1", "v3"]
+    with pytest.raises(ValueError, match="val_volumes"):
+        apply_overrides(Config(), {"val_volumes": "[1, 2]"})
 
 
 def test_report_overlays_runs(four_scrolls, tmp_path, capsys):

@@ -1,9 +1,11 @@
 """The main job on the embedded synthetic dataset, end to end.
 
-    python tools/demo.py [--out demo] [--volumes 4] [--shape 320] [--seed 0] [--key=value ...]
+    python tools/demo.py [--out demo] [--volumes 4] [--shape 320] [--seed 0] [--preset mixed]
+        [--key=value ...]
 
 Stages (each resumable: rerun it and finished work is skipped):
-  1. generate synthetic scroll volumes in the competition layout   -> OUT/competition/
+  1. generate synthetic scroll volumes in the competition layout (easy and hard presets in
+     turn, so the model sees thin touching sheets, low contrast and debris too) -> OUT/competition/
   2. ingest them into a VolumeStore and print the label census       -> OUT/store.zarr
   3. build the patch index (incremental) and print what it says      -> OUT/store.zarr.index_*.npz
   4. compare the sampling strategies on it and time the loader
@@ -37,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--volumes", type=int, default=4)
     parser.add_argument("--shape", type=int, default=320, help="side of the cubic volumes")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--preset", default="mixed", help="easy, hard or mixed (tools/synth.py)")
     parser.add_argument("--patch-size", type=int, default=128)
     parser.add_argument("--train", default=str(ROOT / "configs" / "cpu_smoke.yaml"),
                         help="trainer config for stage 5; 'none' skips training")
@@ -48,8 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     if (src / "train.csv").is_file():
         print("   already there; delete the folder to regenerate")
     else:
-        synth.main([str(src), "--volumes", str(args.volumes), "--shape", str(args.shape),
-                    "--seed", str(args.seed)])
+        rc = synth.main([str(src), "--volumes", str(args.volumes), "--shape", str(args.shape),
+                         "--seed", str(args.seed), "--preset", args.preset])
+        if rc:
+            return rc
     print(f"\n== 2. ingest -> {store}")
     rc = ingest.main([str(src), str(store)])
     if rc:

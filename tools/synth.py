@@ -1,6 +1,6 @@
 """Write synthetic scroll-like volumes in the competition layout (the embedded default dataset).
 
-    python tools/synth.py OUT [--volumes 4] [--shape 320] [--seed 0] [--preset easy|hard]
+    python tools/synth.py OUT [--volumes 4] [--shape 320] [--seed 0] [--preset easy|hard|mixed]
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from vesuvius_data.synthetic import PRESETS, write_competition_layout
+from vesuvius_data.synthetic import PRESET_CYCLES, PRESETS, write_competition_layout
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,9 +19,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shape", type=int, nargs="+", default=[320],
                         help="one side (cube) or three sides z y x")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="easy",
+    parser.add_argument("--preset", choices=sorted(PRESETS) + sorted(PRESET_CYCLES),
+                        default="easy",
                         help="easy: thick, well separated sheets; hard: thin touching sheets, "
-                        "low contrast, bias field, debris (see vesuvius_data/synthetic.py)")
+                        "low contrast, bias field, debris; mixed: easy and hard in turn "
+                        "(see vesuvius_data/synthetic.py)")
     args = parser.parse_args(argv)
     if len(args.shape) not in (1, 3):
         parser.error("--shape takes one or three ints")

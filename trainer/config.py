@@ -35,6 +35,7 @@ class Config:
     sampler_options: dict[str, Any] = field(default_factory=dict)
     fold: int = 0
     num_folds: int = 5  # group k-fold by scroll_id (by volume when there is one scroll)
+    val_volumes: list[str] = field(default_factory=list)  # explicit validation ids (no folds)
     num_workers: int = 2
     augment: float = 1.0  # augmentation strength; 0 turns it off
     # model
@@ -91,6 +92,9 @@ def _type_ok(value: Any, tp: Any) -> bool:
         return isinstance(value, int) and not isinstance(value, bool)
     if origin is dict or tp is dict:
         return isinstance(value, dict)
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        return isinstance(value, list) and all(_type_ok(v, item) for v in value)
     if isinstance(tp, type):
         return isinstance(value, tp)
     return True

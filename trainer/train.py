@@ -171,8 +171,10 @@ def train(cfg: Config, *, resume: str | None = None, stop_after_epochs: int | No
     # ------------------------------------------------------------------ loss and data
     needs = CompoundLoss(cfg.loss_weights).needs()
     store, index, index_path = _prepare_data(cfg, needs, log)
-    train_ids, val_ids = split_folds(store, index.volume_ids, cfg.num_folds, cfg.fold)
-    log(f"fold {cfg.fold}/{cfg.num_folds}: {len(train_ids)} training volumes, "
+    train_ids, val_ids = split_folds(store, index.volume_ids, cfg.num_folds, cfg.fold,
+                                     cfg.val_volumes)
+    log((f"fold {cfg.fold}/{cfg.num_folds}: " if not cfg.val_volumes else "")
+        + f"{len(train_ids)} training volumes, "
         f"{len(val_ids)} validation volumes ({', '.join(val_ids)})")
     train_index = index.subset(_volume_rows(index, train_ids))
     val_index = index.subset(_volume_rows(index, val_ids))
@@ -321,7 +323,7 @@ def train(cfg: Config, *, resume: str | None = None, stop_after_epochs: int | No
         log(f"Epoch {epoch} | Train Loss: {train_loss:.4f} | Val Loss: {val_loss:.4f} | "
             f"lr {lr:.1e} | {terms} | pred_fg {train_stats['pred_fg']:.3f} label_fg "
             f"{train_stats['label_fg']:.3f} | fg_recall {train_stats['fg_recall']:.3f} "
-            f"bg_recall {train_stats['bg_recall']:.3f} | dice {dice:.4f}"
+            f"bg_recall {train_stats['bg_recall']:.3f} | val_dice {dice:.4f}"
             + (f" | score {competition['score']:.4f} (competition: topo "
                f"{competition['topo_score']:.3f} sdice {competition['surface_dice']:.3f} "
                f"voi {competition['voi_score']:.3f}"

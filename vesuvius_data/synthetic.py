@@ -7,7 +7,8 @@ intensity drift). A *preset* says how hard the volume is (``PRESETS``):
 - ``easy`` (the default): sheets 2-4 voxels thick, 9-16 voxels apart, clear contrast.
 - ``hard``: what real CT looks like where models fail: 2-voxel sheets 4-8 voxels apart that
   sometimes touch, low contrast, stronger noise and partial-volume blur, a smooth 3-D bias field
-  and bright debris between the sheets (labelled background where it lies in the band).
+  and bright debris between the sheets (labelled background where it lies in the band); every
+  sheet inside the annotated band is labelled, as annotators trace all surfaces of a region.
 
 Labels follow the competition: 1 on the annotated sheets, 0 in a band around them, 2
 (unlabeled) everywhere else: far from annotated sheets, on sheets nobody annotated, in
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +32,8 @@ from scipy import ndimage
 
 from .labels import LabelSpec
 
-__all__ = ["make_volume", "write_competition_layout", "SCROLL_IDS", "PRESETS", "Preset"]
+__all__ = ["make_volume", "write_competition_layout", "SCROLL_IDS", "PRESETS", "PRESET_CYCLES",
+           "Preset"]
 
 #: scroll ids as in the competition's train.csv
 SCROLL_IDS: tuple[str, ...] = ("26002", "26010", "34117", "35360")
@@ -53,6 +56,11 @@ class Preset:
     bias_field: float = 0.0  # smooth 3-D multiplicative field, +- this fraction
     debris_per_64cube: float = 0.0  # bright specks off the sheets, per 64^3 voxels
     debris_density: tuple[float, float] = (190.0, 240.0)
+    # labels: False = only the chosen sheets are surface (others in the band are unlabeled);
+    # True = the band around the chosen sheets is an annotated region where every sheet is
+    # surface, as when annotators trace all surfaces of a region
+    annotate_region: bool = False
+    seed_share: float = 1.0  # scales the surface share the chosen sheets aim at
 
 
 #: presets by name (``make_volume(..., preset=NAME)``, ``tools/synth.py --preset NAME``)
@@ -61,8 +69,23 @@ PRESETS: dict[str, Preset] = {
     "hard": Preset(half_thickness=(0.95, 1.05), spacing=(6.0, 10.0), own_wave=(0.5, 2.5),
                    papyrus=(125.0, 145.0), gap=(78.0, 95.0), blur=(0.9, 1.3),
                    noise=(10.0, 16.0), drift=0.0, bias_field=0.25, debris_per_64cube=16.0,
-                   debris_density=(210.0, 255.0)),
+                   debris_density=(210.0, 255.0), annotate_region=True, seed_share=0.3),
 }
+
+
+#: named cycles of presets for multi-volume datasets
+PRESET_CYCLES: dict[str, tuple[str, ...]] = {"mixed": ("easy", "hard")}
+
+
+def _preset_cycle(preset: str | Preset | Sequence[str | Preset]) -> list[str | Preset]:
+    if isinstance(preset, str) and preset in PRESET_CYCLES:
+        return list(PRESET_CYCLES[preset])
+    if isinstance(preset, (str, Preset)):
+        return [preset]
+    cycle = list(preset)
+    if not cycle:
+        raise ValueError("preset sequence is empty")
+    return cycle
 
 
 def get_preset(preset: str | Preset) -> Preset:
@@ -195,7 +218,7 @@ def make_volume(
         [np.bincount(sheet_id[:, i][inner[:, i]], minlength=len(heights)) for i in range(A)],
         axis=1,
     )
-    target_fg = rng.uniform(0.045, 0.07) * total
+    target_fg = rng.uniform(0.045, 0.07) * total * look.seed_share
     is_annotated = np.zeros(len(heights) + 1, bool)  # index -1 -> last slot, stays False
     annotated, fg = [], 0
     partial: tuple[int, int] | None = None
@@ -230,7 +253,10 @@ def make_volume(
         threshold = np.partition(cand_d, target_bg)[target_bg]
         bg_mask = candidates & (dist < threshold)
     else:
+        threshold = np.inf
         bg_mask = candidates
+    if look.annotate_region:  # every sheet inside the annotated band is surface
+        fg_mask |= (sheet_id >= 0) & (dist < threshold) & ~slab
     label = np.full((N, A, B), spec.ignore, np.uint8)
     label[bg_mask] = spec.background
     label[fg_mask] = spec.foreground
@@ -260,10 +286,13 @@ def write_competition_layout(
     shape: tuple[int, int, int] = (320, 320, 320),
     seed: int = 0,
     *,
-    preset: str | Preset = "easy",
+    preset: str | Preset | Sequence[str | Preset] = "easy",
     progress: bool = False,
 ) -> list[str]:
     """Write ``n_volumes`` synthetic volumes in the competition's layout; return their ids.
+
+    ``preset`` is one preset, or a sequence that volumes cycle through (``"mixed"`` is
+    easy, hard, easy, ...).
 
     Writes ``train.csv`` (``id,scroll_id``), ``train_images/{id}.tif`` and
     ``train_labels/{id}.tif`` as LZW-compressed multi-page uint8 TIFFs, like the real files.
@@ -277,11 +306,12 @@ def write_competition_layout(
     seeds = np.random.SeedSequence(seed).spawn(n_volumes)
     id_rng = np.random.default_rng(seed)
     ids = [str(10**8 + v) for v in id_rng.choice(9 * 10**8, n_volumes, replace=False)]
+    cycle = _preset_cycle(preset)
     rows = []
     for i, (vid, ss) in enumerate(
         tqdm(list(zip(ids, seeds, strict=True)), desc="synthetic volumes", disable=not progress)
     ):
-        image, label = make_volume(shape, ss, preset=preset)
+        image, label = make_volume(shape, ss, preset=cycle[i % len(cycle)])
         for sub, data in (("train_images", image), ("train_labels", label)):
             tmp = root / sub / f".{vid}.tif.partial"
             tifffile.imwrite(tmp, data, compression="lzw")

@@ -1,0 +1,226 @@
+"""The quality yardstick: train on hard synthetic volumes, tune repair, score held-out volumes.
+
+    python benchmarks/bench_quality.py [--out bench_quality] [--config configs/cpu_budget.yaml]
+        [--size 128] [--train 6] [--test 3] [--tta] [--transfer-checkpoint CHECKPOINT]
+        [--key=value ...]   (any other --key=value goes to the trainer)
+
+One run, every stage cached in OUT (rerun it and finished stages are skipped):
+1. data: ``--train`` hard-preset volumes and one validation volume in a store; ``--test``
+   held-out hard volumes and ``--test`` easy ones (transfer) from seeds never used for training;
+2. train with ``--config`` (wall time reported);
+3. predict probabilities of the validation and test volumes (``--tta``: mean logit of the 8
+   flips, 8x the time);
+4. tune on the validation volume, by the competition metric: the threshold alone, and the
+   threshold with every repair step (``tools/tune_postprocess.py``'s greedy search);
+5. score the held-out volumes: empty prediction, the best intensity threshold (a smoothed image,
+   sigma and percentile tuned on the validation volume's labels, with dust removal), the model
+   thresholded, the model repaired, and the repaired model with each step left out (ablation).
+   With ``--transfer-checkpoint`` also another model (e.g. the demo's, trained on the easy
+   preset) on the hard test volumes, repaired with repair tuned for it on the validation volume.
+Prints one JSON document: per method and test set the mean score, TopoScore, SurfaceDice, VOI
+score, and bars (predicted / label) per dimension; the repair config; timings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tools.predict import load_model  # noqa: E402
+from tools.tune_postprocess import tune  # noqa: E402
+from trainer.checkpoint import load_checkpoint  # noqa: E402
+from trainer.config import apply_overrides, load_config  # noqa: E402
+from trainer.inference import predict_volume  # noqa: E402
+from trainer.train import train  # noqa: E402
+from vesuvius_data import VolumeStore  # noqa: E402
+from vesuvius_data.metrics import score_volume  # noqa: E402
+from vesuvius_data.repair import RepairConfig, remove_dust, repair  # noqa: E402
+from vesuvius_data.synthetic import make_volume  # noqa: E402
+
+TRAIN_SEED, VAL_SEED, TEST_SEED, TRANSFER_SEED = 1000, 2000, 3000, 4000
+STAGES = [  # the greedy search of tools/tune_postprocess.py, with its default candidates
+    [{"threshold": t, "weak_threshold": w} for t in (0.3, 0.4, 0.5, 0.6, 0.7)
+     for w in (None, 0.2, 0.3) if w is None or w < t],
+    [{"min_component": m, "dust_connectivity": c} for m in (0, 10, 100, 1000) for c in (6, 26)
+     if m or c == 6],
+    [{"plug": False}, {"plug": True}],
+    [{"patch_area": n} for n in (0, 16, 64)],
+    [{"max_cavity": n} for n in (0, 100)],
+]
+STEPS = {"hysteresis": {"weak_threshold": None}, "dust": {"min_component": 0},
+         "plug": {"plug": False}, "patch": {"patch_area": 0}, "cavities": {"max_cavity": 0}}
+
+
+def _volumes(size: int, seed: int, n: int, preset: str) -> dict[str, tuple[np.ndarray, ...]]:
+    return {f"{preset}{seed + i}": make_volume((size,) * 3, seed + i, preset=preset)
+            for i in range(n)}
+
+
+def _data(out: Path, size: int, n_train: int) -> Path:
+    path = out / "hard.zarr"
+    if path.exists() and len(VolumeStore.open(path).ids()) == n_train + 1:
+        return path
+    store = VolumeStore.create(path, overwrite=True)
+    for i in range(n_train):
+        store.add_volume(f"train{i}", *make_volume((size,) * 3, TRAIN_SEED + i, preset="hard"),
+                         scroll_id=f"s{i}")
+    store.add_volume("val", *make_volume((size,) * 3, VAL_SEED, preset="hard"), scroll_id="val")
+    return path
+
+
+def _train(out: Path, store: Path, config: str, overrides: dict[str, str]) -> tuple[Path, float]:
+    cfg = apply_overrides(load_config(config), {"data_dir": str(store), "out": str(out / "run"),
+                                                "val_volumes": "[val]", **overrides})
+    run = Path(cfg.out)
+    done = run / "done.json"
+    if done.is_file() and json.loads(done.read_text())["config"] == dataclasses.asdict(cfg):
+        return run, json.loads(done.read_text())["seconds"]
+    t = time.perf_counter()
+    rc = train(cfg, log=lambda line: print(line, file=sys.stderr))  # stdout is the JSON
+    seconds = time.perf_counter() - t
+    if rc:
+        raise SystemExit(f"training failed with exit status {rc}")
+    done.write_text(json.dumps({"config": dataclasses.asdict(cfg), "seconds": seconds}))
+    return run, seconds
+
+
+def _probabilities(checkpoint: Path, images: dict[str, np.ndarray], tta: bool
+                   ) -> dict[str, np.ndarray]:
+    model, patch = load_model(checkpoint)
+    return {vid: predict_volume(model, image, (patch,) * 3, overlap=0.5, tta=tta, batch_size=4)
+            for vid, image in images.items()}
+
+
+def _summary(masks: dict[str, np.ndarray], labels: dict[str, np.ndarray]) -> dict:
+    scores = [score_volume(masks[v], labels[v]) for v in labels]
+    mean = {k: float(np.mean([getattr(s, k) for s in scores]))
+            for k in ("score", "topo_score", "surface_dice", "voi_score")}
+    per_volume = [round(s.score, 4) for s in scores]
+    bars = {f"dim{d}": [int(sum(s.betti.pred[d] for s in scores)),
+                        int(sum(s.betti.gt[d] for s in scores))] for d in range(3)}
+    return mean | {"per_volume": per_volume, "bars_pred_label": bars}
+
+
+def _smoothed(image: np.ndarray, sigma: float) -> np.ndarray:
+    x = image.astype(np.float32)
+    return ndimage.gaussian_filter(x, sigma) if sigma else x
+
+
+def _intensity_threshold(image: np.ndarray, sigma: float, pct: float, dust: int) -> np.ndarray:
+    """Percentile threshold of the smoothed image (robust to each volume's brightness)."""
+    smooth = _smoothed(image, sigma)
+    return remove_dust(smooth > np.percentile(smooth, pct), dust, 26)
+
+
+def _tune_intensity(image: np.ndarray, label: np.ndarray) -> dict:
+    best = None
+    for sigma in (0.0, 0.7, 1.0, 1.5):
+        for pct in (70, 75, 80, 85, 88, 91, 94):
+            for dust in (0, 100):
+                s = score_volume(_intensity_threshold(image, sigma, pct, dust), label).score
+                if best is None or s > best["score"]:
+                    best = {"sigma": sigma, "percentile": pct, "dust": dust, "score": s}
+    return best
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog=__doc__.split("\n\n", 1)[1])
+    ap.add_argument("--out", type=Path, default=Path("bench_quality"))
+    ap.add_argument("--config", default=str(ROOT / "configs" / "cpu_budget.yaml"))
+    ap.add_argument("--size", type=int, default=128)
+    ap.add_argument("--train", type=int, default=6)
+    ap.add_argument("--test", type=int, default=3)
+    ap.add_argument("--tta", action="store_true", help="8-flip test-time augmentation")
+    ap.add_argument("--transfer-checkpoint", type=Path, default=None,
+                    help="also score this model (e.g. the demo's) on the hard test volumes")
+    args, rest = ap.parse_known_args(argv)
+    overrides = dict(a[2:].split("=", 1) for a in rest if a.startswith("--") and "=" in a)
+    args.out.mkdir(parents=True, exist_ok=True)
+    timings = {}
+
+    t = time.perf_counter()
+    store_path = _data(args.out, args.size, args.train)
+    store = VolumeStore.open(store_path)
+    val_image, val_label = np.asarray(store.image("val")), np.asarray(store.label("val"))
+    tests = {"hard": _volumes(args.size, TEST_SEED, args.test, "hard"),
+             "easy (transfer)": _volumes(args.size, TRANSFER_SEED, args.test, "easy")}
+    timings["data_s"] = time.perf_counter() - t
+
+    run, timings["train_s"] = _train(args.out, store_path, args.config, overrides)
+    checkpoint = run / "best.pt"
+    ck = load_checkpoint(checkpoint)
+    print(f"model: {checkpoint} (epoch {ck['epoch']}, selection score {ck['best_score']:.4f})",
+          file=sys.stderr)
+
+    t = time.perf_counter()
+    images = {"val": val_image} | {v: im for part in tests.values() for v, (im, _) in part.items()}
+    probs = _probabilities(checkpoint, images, args.tta)
+    timings["predict_s_per_volume"] = (time.perf_counter() - t) / len(images)
+
+    t = time.perf_counter()
+    only_threshold = tune({"val": probs["val"]}, {"val": val_label}, STAGES[:1])[0]
+    best_rows = tune({"val": probs["val"]}, {"val": val_label}, STAGES)
+    best = RepairConfig(**{f.name: best_rows[0][f.name]
+                           for f in dataclasses.fields(RepairConfig)})
+    plain = RepairConfig(threshold=only_threshold["threshold"],
+                         weak_threshold=only_threshold["weak_threshold"])
+    intensity = _tune_intensity(val_image, val_label)
+    timings["tune_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    results: dict[str, dict] = {}
+    for part, vols in tests.items():
+        labels = {v: lab for v, (_, lab) in vols.items()}
+        methods = {
+            "empty": {v: np.zeros_like(lab) for v, lab in labels.items()},
+            "intensity threshold (tuned)": {v: _intensity_threshold(
+                im, intensity["sigma"], intensity["percentile"], intensity["dust"])
+                for v, (im, _) in vols.items()},
+            "model, threshold only": {v: repair(probs[v], plain) for v in labels},
+            "model + repair": {v: repair(probs[v], best) for v in labels},
+        }
+        for step, off in STEPS.items():
+            if any(getattr(best, k) != val for k, val in off.items()):
+                ablated = dataclasses.replace(best, **off)
+                methods[f"model + repair without {step}"] = {v: repair(probs[v], ablated)
+                                                             for v in labels}
+        results[part] = {name: _summary(masks, labels) for name, masks in methods.items()}
+    if args.transfer_checkpoint:
+        other = _probabilities(args.transfer_checkpoint,
+                               {"val": val_image} | {v: im for v, (im, _) in
+                                                     tests["hard"].items()}, args.tta)
+        rows = tune({"val": other["val"]}, {"val": val_label}, STAGES)
+        cfg = RepairConfig(**{f.name: rows[0][f.name] for f in dataclasses.fields(RepairConfig)})
+        labels = {v: lab for v, (_, lab) in tests["hard"].items()}
+        results["hard"][f"{args.transfer_checkpoint} + repair"] = _summary(
+            {v: repair(other[v], cfg) for v in labels}, labels)
+        results["hard"][f"{args.transfer_checkpoint} + repair"]["repair"] = cfg.to_flags()
+    timings["score_s"] = time.perf_counter() - t
+
+    report = {"size": args.size, "tta": args.tta, "train_volumes": args.train,
+              "test_volumes": args.test, "config": args.config, "overrides": overrides,
+              "checkpoint_epoch": ck["epoch"],
+              "repair": best.to_flags(), "threshold_only": plain.to_flags(),
+              "validation": {"model + repair": best_rows[0]["score"],
+                             "model, threshold only": only_threshold["score"],
+                             "intensity threshold": intensity},
+              "results": results, "timings": timings}
+    print(json.dumps(report, indent=1))
+    (args.out / "report.json").write_text(json.dumps(report, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
