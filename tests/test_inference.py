@@ -100,6 +100,21 @@ def test_predict_tool_writes_named_masks_and_a_zip(tmp_path, capsys):
     assert predict.main([str(tmp_path / "ck.pt"), str(tmp_path / "nope"),
                          str(tmp_path / "o2")]) == 2
     assert "no such folder" in capsys.readouterr().err
+    # the repair flags reach vesuvius_data.repair: the mask is the repair of the probabilities
+    flags = ["--threshold", "0.5", "--weak-threshold", "0.4", "--min-component", "3",
+             "--dust-connectivity", "6", "--plug", "--patch-area", "8", "--max-cavity", "5"]
+    assert predict.main([str(tmp_path / "ck.pt"), str(src), str(tmp_path / "rep"),
+                         "--tta", *flags]) == 0
+    from vesuvius_data.repair import RepairConfig, repair
+
+    config = RepairConfig(0.5, 0.4, 3, 6, True, 8, 5)
+    for tif in src.glob("*.tif"):
+        prob = tifffile.imread(tmp_path / "prob" / tif.name).astype(np.float32)
+        repaired = tifffile.imread(tmp_path / "rep" / tif.name)
+        assert (repaired != repair(prob, config)).mean() < 0.001  # float16 rounding only
+    assert predict.main([str(tmp_path / "ck.pt"), str(src), str(tmp_path / "o3"),
+                         "--threshold", "0.3", "--weak-threshold", "0.5"]) == 2
+    assert "must not exceed threshold" in capsys.readouterr().err
 
 
 def test_probability_encodings_round_trip():
