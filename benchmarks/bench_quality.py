@@ -14,7 +14,8 @@ One run, every stage cached in OUT (rerun it and finished stages are skipped):
    threshold with every repair step (``tools/tune_postprocess.py``'s greedy search);
 5. score the held-out volumes: empty prediction, the best intensity threshold (a smoothed image,
    sigma and percentile tuned on the validation volume's labels, with dust removal), the model
-   thresholded, the model repaired, and the repaired model with each step left out (ablation).
+   thresholded, the model repaired, and the ablation: the repaired model with each step the
+   search turned on left out, and with each step it left off added.
    With ``--transfer-checkpoint`` also another model (e.g. the demo's, trained on the easy
    preset) on the hard test volumes, repaired with repair tuned for it on the validation volume.
 Prints one JSON document: per method and test set the mean score, TopoScore, SurfaceDice, VOI
@@ -59,6 +60,9 @@ STAGES = [  # the greedy search of tools/tune_postprocess.py, with its default c
 ]
 STEPS = {"hysteresis": {"weak_threshold": None}, "dust": {"min_component": 0},
          "plug": {"plug": False}, "patch": {"patch_area": 0}, "cavities": {"max_cavity": 0}}
+#: what each step adds when the tuned config left it off (the other half of the ablation)
+STEPS_ON = {"hysteresis": {"weak_threshold": 0.3}, "dust": {"min_component": 10},
+            "plug": {"plug": True}, "patch": {"patch_area": 64}, "cavities": {"max_cavity": 100}}
 
 
 def _volumes(size: int, seed: int, n: int, preset: str) -> dict[str, tuple[np.ndarray, ...]]:
@@ -104,7 +108,8 @@ def _probabilities(checkpoint: Path, images: dict[str, np.ndarray], tta: bool
 def _summary(masks: dict[str, np.ndarray], labels: dict[str, np.ndarray]) -> dict:
     scores = [score_volume(masks[v], labels[v]) for v in labels]
     mean = {k: float(np.mean([getattr(s, k) for s in scores]))
-            for k in ("score", "topo_score", "surface_dice", "voi_score")}
+            for k in ("score", "topo_score", "surface_dice", "voi_score", "voi_split",
+                      "voi_merge")}
     per_volume = [round(s.score, 4) for s in scores]
     bars = {f"dim{d}": [int(sum(s.betti.pred[d] for s in scores)),
                         int(sum(s.betti.gt[d] for s in scores))] for d in range(3)}
@@ -192,10 +197,14 @@ def main(argv: list[str] | None = None) -> int:
             "model + repair": {v: repair(probs[v], best) for v in labels},
         }
         for step, off in STEPS.items():
-            if any(getattr(best, k) != val for k, val in off.items()):
-                ablated = dataclasses.replace(best, **off)
-                methods[f"model + repair without {step}"] = {v: repair(probs[v], ablated)
-                                                             for v in labels}
+            on = any(getattr(best, k) != val for k, val in off.items())
+            change = off if on else STEPS_ON[step]
+            if not on and "weak_threshold" in change and change["weak_threshold"] >= \
+                    best.threshold:
+                continue
+            ablated = dataclasses.replace(best, **change)
+            name = f"model + repair {'without' if on else 'with'} {step}"
+            methods[name] = {v: repair(probs[v], ablated) for v in labels}
         results[part] = {name: _summary(masks, labels) for name, masks in methods.items()}
     if args.transfer_checkpoint:
         other = _probabilities(args.transfer_checkpoint,
