@@ -10,7 +10,10 @@ from scipy import ndimage
 from ..metrics.topology import octant_slices
 from ._common import CUBE, MAX_ROUNDS, sheet_labels, tiles
 
-__all__ = ["plug_pinholes"]
+__all__ = ["plug_pinholes", "MAX_PLUG"]
+
+#: largest group of voxels one plug may add: a 2x2 hole through a 3-voxel sheet is 12
+MAX_PLUG = 16
 
 
 def plug_pinholes(mask: np.ndarray, octants: bool = True) -> np.ndarray:
@@ -19,9 +22,12 @@ def plug_pinholes(mask: np.ndarray, octants: bool = True) -> np.ndarray:
     A closing with a 3x3x3 cube proposes voxels; they are grouped 26-connected, and a group is
     added only when (1) all foreground in the 3x3x3 neighbourhood of each of its voxels belongs
     to one 26-connected sheet (no bridges) and (2) it simplifies the topology as TopoScore
-    counts it: it raises the Euler characteristic (closes a loop) or joins pieces of the sheet
-    that are only 26-connected into one 6-connected component. Filling a dent does neither, so
-    a clean sheet is returned unchanged. Repeated until nothing changes (idempotent).
+    counts it: fewer loops or fewer 6-connected components, and more of neither. A group's
+    effect on the components is k - 1 merges (k = the distinct components it touches, taking
+    the groups accepted before it into account with a union-find, so two groups never close a
+    new loop between the same two pieces); on the loops it is b0 change - Euler gain. Filling
+    a dent changes neither, so a clean sheet is returned unchanged. Repeated until nothing
+    changes (idempotent).
 
     With ``octants`` (the default) topology is counted as TopoScore counts it, in each of the
     scorer's 2x2x2 octants on its own: there a sheet lying across an octant face is cut into
@@ -36,12 +42,12 @@ def plug_pinholes(mask: np.ndarray, octants: bool = True) -> np.ndarray:
         if not new.any():
             break
         groups, n = ndimage.label(new, CUBE)
+        groups = groups.astype(np.int32)
         cuts = _cuts(mask.shape, octants)
-        gain, joins, bridging = _group_effects(
-            mask, groups.astype(np.int32), n, sheet_labels(mask),
-            _tile_components(mask, octants), cuts)
-        accept = ((gain > 0) | joins) & ~bridging
-        accept[0] = False
+        comps = _tile_components(mask, octants)
+        gain, bridging = _group_effects(mask, groups, n, sheet_labels(mask), cuts)
+        sizes = np.bincount(groups.ravel(), minlength=n + 1)
+        accept = _select(gain, bridging, *_touches(groups, comps, cuts), sizes, n)
         if not accept.any():
             break
         mask = mask | accept[groups]
@@ -56,6 +62,77 @@ def _cuts(shape: tuple[int, ...], octants: bool) -> np.ndarray:
                      for a in range(3)], np.int64)
 
 
+def _tile_ids(shape: tuple[int, ...], cuts: np.ndarray) -> np.ndarray:
+    """Octant index (0-7) of every voxel; 0 everywhere without cuts."""
+    ids = np.zeros(shape, np.int8)
+    for axis in range(3):
+        if cuts[axis] > 0:
+            side = (np.arange(shape[axis]) >= cuts[axis]).astype(np.int8)
+            ids += side.reshape([-1 if a == axis else 1 for a in range(3)]) * (4 >> axis)
+    return ids
+
+
+def _touches(groups: np.ndarray, comps: np.ndarray, cuts: np.ndarray):
+    """(group, component) pairs where a group voxel is 6-adjacent to a component voxel of its
+    own tile, and (group, tile) pairs of the tiles each group has voxels in."""
+    where = np.nonzero(groups)
+    g = groups[where]
+    tile_of = _tile_ids(groups.shape, cuts)
+    tiles = tile_of[where]
+    padded = np.pad(comps, 1)
+    padded_tiles = np.pad(tile_of, 1, constant_values=-1)
+    width = int(comps.max()) + 1
+    keys = [np.zeros(0, np.int64)]
+    for axis in range(3):
+        for step in (-1, 1):
+            idx = [c + 1 for c in where]
+            idx[axis] = idx[axis] + step
+            c, t = padded[tuple(idx)], padded_tiles[tuple(idx)]
+            ok = (c > 0) & (t == tiles)
+            keys.append(g[ok].astype(np.int64) * width + c[ok])
+    # pairs as one int64 key each: a 1-D unique sorts far faster than rows
+    key = np.unique(np.concatenate(keys))
+    group_comp = np.stack([key // width, key % width], axis=1)
+    tile_key = np.unique(g.astype(np.int64) * 8 + tiles)
+    group_tile = np.stack([tile_key // 8, tile_key % 8], axis=1)
+    return group_comp, group_tile
+
+
+def _select(gain: np.ndarray, bridging: np.ndarray, group_comp: np.ndarray,
+            group_tile: np.ndarray, sizes: np.ndarray, n: int) -> np.ndarray:
+    """Groups to add, in label order: no bridge, no new loop or component, one fewer of either,
+    and no more than ``MAX_PLUG`` voxels (a pinhole is small; a larger group closes a real
+    tunnel between two sheets that touch, which the label has too).
+
+    In each tile a group merges (k - 1) pieces, k = the distinct pieces (after the groups
+    accepted so far) it touches there, or is a new piece (k = 0): components change by the sum
+    of 1 - k, loops by that minus the Euler gain.
+    """
+    parent = np.arange(int(group_comp[:, 1].max(initial=0)) + 1)
+
+    def find(a: int) -> int:
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    comps_of = np.split(group_comp[:, 1], np.searchsorted(group_comp[:, 0], np.arange(1, n + 1)))
+    tiles_of = np.bincount(group_tile[:, 0], minlength=n + 1)
+    accept = np.zeros(n + 1, bool)
+    for g in range(1, n + 1):
+        if bridging[g] or sizes[g] > MAX_PLUG:
+            continue
+        roots = {find(int(c)) for c in comps_of[g]}
+        d_b0 = int(tiles_of[g]) - len(roots)  # each tile: 1 - k (pieces are unique per tile)
+        d_b1 = d_b0 - int(gain[g])
+        if d_b0 <= 0 and d_b1 <= 0 and (d_b0 < 0 or d_b1 < 0):
+            accept[g] = True
+            roots = sorted(roots)
+            for r in roots[1:]:
+                parent[r] = roots[0]
+    return accept
+
+
 def _tile_components(mask: np.ndarray, octants: bool) -> np.ndarray:
     """6-connected components of ``mask`` inside each tile, with labels unique over tiles."""
     comps = np.zeros(mask.shape, np.int32)
@@ -68,18 +145,16 @@ def _tile_components(mask: np.ndarray, octants: bool) -> np.ndarray:
 
 
 @numba.njit(nogil=True, cache=True)
-def _group_effects(mask, groups, n, sheets, comps, cuts):
+def _group_effects(mask, groups, n, sheets, cuts):
     """Per group of added voxels: (1) chi(mask + group) - chi(mask), summed over tiles, in the
     metric's cubical complex (a cell = the voxels a + d, d <= e, for an extent e in {0,1}^3;
-    sign (-1)^|e|; cells across a tile cut do not exist); (2) whether it touches two 6-connected
-    components of one tile; (3) whether any of its voxels sees two sheets in its 3x3x3
-    neighbourhood. A new cell holds a new voxel, and is counted once, from its first new voxel;
-    two groups never share a cell (they would be 26-adjacent)."""
+    sign (-1)^|e|; cells across a tile cut do not exist); (2) whether its voxels see two
+    sheets in their 3x3x3 neighbourhoods. A new cell holds a new voxel, and is counted once,
+    from its first new voxel; two groups never share a cell (they would be 26-adjacent)."""
     nx, ny, nz = mask.shape
     gain = np.zeros(n + 1, np.int64)
-    first_comp = np.zeros((n + 1, 8), np.int64)  # per group and tile
-    joins = np.zeros(n + 1, np.bool_)
     bridging = np.zeros(n + 1, np.bool_)
+    group_sheet = np.zeros(n + 1, np.int64)  # the one sheet each group may touch
     for x in range(nx):
         for y in range(ny):
             for z in range(nz):
@@ -87,10 +162,6 @@ def _group_effects(mask, groups, n, sheets, comps, cuts):
                 if g == 0:
                     continue
                 v = (x, y, z)
-                tile = 0
-                for ax in range(3):
-                    tile = tile * 2 + (1 if cuts[ax] > 0 and v[ax] >= cuts[ax] else 0)
-                seen = 0
                 for dx in range(-1, 2):
                     for dy in range(-1, 2):
                         for dz in range(-1, 2):
@@ -99,25 +170,10 @@ def _group_effects(mask, groups, n, sheets, comps, cuts):
                                 continue
                             s = sheets[a, b, c]
                             if s != 0:
-                                if seen == 0:
-                                    seen = s
-                                elif s != seen:
+                                if group_sheet[g] == 0:
+                                    group_sheet[g] = s
+                                elif s != group_sheet[g]:
                                     bridging[g] = True
-                            if abs(dx) + abs(dy) + abs(dz) != 1:
-                                continue
-                            k = comps[a, b, c]
-                            same_tile = True
-                            for ax in range(3):
-                                lo = min(v[ax], (a, b, c)[ax])
-                                hi = max(v[ax], (a, b, c)[ax])
-                                if cuts[ax] > 0 and lo < cuts[ax] <= hi:
-                                    same_tile = False
-                            if k == 0 or not same_tile:
-                                continue
-                            if first_comp[g, tile] == 0:
-                                first_comp[g, tile] = k
-                            elif first_comp[g, tile] != k:
-                                joins[g] = True
                 for e in range(8):
                     ex, ey, ez = e >> 2 & 1, e >> 1 & 1, e & 1
                     sign = 1 if (ex + ey + ez) % 2 == 0 else -1
@@ -149,4 +205,4 @@ def _group_effects(mask, groups, n, sheets, comps, cuts):
                                 counted_before = True
                         if full and not counted_before:
                             gain[g] += sign
-    return gain, joins, bridging
+    return gain, bridging
