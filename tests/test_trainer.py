@@ -85,17 +85,17 @@ def test_competition_metric_picks_the_best_checkpoint(four_scrolls, tmp_path, ca
 def test_an_empty_prediction_cannot_win_validation():
     """No octant holds more than one sheet: predicting nothing gets TopoScore 1.0 and ~0.65 overall,
     more than a real but imperfect model. The guard scores it 0 for selection."""
-    from trainer.train import _guarded_score
+    from trainer.validation import guarded_score
     from vesuvius_data import LabelSpec
 
     label = np.zeros((32, 32, 32), np.uint8)
     label[7:9] = 1  # one sheet: at most one component in any octant
-    empty, bad = _guarded_score(np.zeros(label.shape, bool), label, LabelSpec())
+    empty, bad = guarded_score(np.zeros(label.shape, bool), label, LabelSpec())
     assert bad and empty.topo_score == 1.0 and empty.score == pytest.approx(0.65, abs=0.01)
     sloppy = label == 1
     sloppy[8, ::3, ::3] = False  # pinholes
     sloppy[2:5, ::4, ::4] = sloppy[12:15, 2::4, 2::4] = True  # and specks off the sheet
-    real, bad = _guarded_score(sloppy, label, LabelSpec())
+    real, bad = guarded_score(sloppy, label, LabelSpec())
     assert not bad and real.score < empty.score  # the quirk the guard exists for
 
 

@@ -23,7 +23,6 @@ from tqdm.auto import tqdm
 
 from vesuvius_data import PatchIndex, VolumeStore, build_index, make_loader
 from vesuvius_data.derived import DERIVED_ROLES, derive_targets
-from vesuvius_data.metrics import score_volume
 from vesuvius_data.patch_index import default_index_path
 
 from .augment import build_augmentation
@@ -31,10 +30,10 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .config import Config, apply_overrides, config_from_dict, config_to_yaml, load_config
 from .folds import split_folds
 from .health import Confusion, HealthMonitor, batch_report
-from .inference import predict_volume
 from .losses import TERM_NAMES, CompoundLoss, Targets, build_loss, make_targets
 from .model import build_model, count_parameters
 from .schedule import learning_rate
+from .validation import competition_score, empty_prediction_score, validation_boxes
 from .verdict import format_verdict, read_metrics, verdict
 
 COLLAPSE_EXIT = 3
@@ -95,59 +94,6 @@ def _loss(loss_fn, outputs, targets: Targets):
     return first._replace(total=combined), outputs[0]
 
 
-#: a validation volume whose prediction holds less than this share of its label's surface voxels
-#: (on labeled voxels) scores 0 for model selection: an empty prediction scores ~0.65 where each
-#: octant holds one sheet (TopoScore 1.0, no active dimension), more than a weak real model
-MIN_PREDICTED_SHARE = 0.1
-COMPETITION_PARTS = ("score", "topo_score", "surface_dice", "voi_score")
-
-
-def _validation_boxes(store: VolumeStore, val_ids: list[str], crop: int) -> dict[str, tuple]:
-    """The region of each validation volume that the metric scores: whole (crop 0) or a centred
-    cube of side ``crop``."""
-    def centred(n: int) -> slice:
-        side = min(crop or n, n)
-        return slice((n - side) // 2, (n - side) // 2 + side)
-
-    return {vid: tuple(centred(n) for n in store.info(vid).shape) for vid in val_ids}
-
-
-def _guarded_score(pred: np.ndarray, label: np.ndarray, spec) -> tuple[Any, bool]:
-    """(score_volume result, degenerate): degenerate when the prediction is (nearly) empty
-    where the label has surface."""
-    result = score_volume(pred, label)
-    surface = int(np.count_nonzero(label == spec.foreground))
-    predicted = int(np.count_nonzero(pred & (label != spec.ignore)))
-    return result, surface > 0 and predicted < MIN_PREDICTED_SHARE * surface
-
-
-def _competition_score(model, store: VolumeStore, boxes: dict[str, tuple], cfg: Config,
-                       device: torch.device) -> dict[str, float]:
-    """Mean competition score (and its parts) of thresholded sliding-window predictions on the
-    validation regions; ``score`` counts degenerate volumes as 0 (see MIN_PREDICTED_SHARE)."""
-    parts, selection, degenerate = [], [], 0
-    for vid, box in boxes.items():
-        prob = predict_volume(model, np.asarray(store.image(vid)[box]), (cfg.patch_size,) * 3,
-                              overlap=0.25, batch_size=cfg.batch_size, device=device)
-        result, bad = _guarded_score(prob >= 0.5, np.asarray(store.label(vid)[box]),
-                                     store.label_spec)
-        parts.append(result)
-        selection.append(0.0 if bad else result.score)
-        degenerate += bad
-    out = {k: float(np.mean([getattr(p, k) for p in parts])) for k in COMPETITION_PARTS}
-    return out | {"raw_score": out["score"], "score": float(np.mean(selection)),
-                  "degenerate": degenerate}
-
-
-def _empty_prediction_score(store: VolumeStore, boxes: dict[str, tuple]) -> float:
-    """What predicting nothing scores on the validation regions (the metric's baseline)."""
-    scores = []
-    for vid, box in boxes.items():
-        label = np.asarray(store.label(vid)[box])
-        scores.append(score_volume(np.zeros(label.shape, bool), label).score)
-    return float(np.mean(scores))
-
-
 def _rng_state() -> dict[str, Any]:
     state = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -192,9 +138,9 @@ def train(cfg: Config, *, resume: str | None = None, stop_after_epochs: int | No
                              cfg.num_workers, cfg.seed + 1,
                              samples_per_epoch=cfg.val_iterations * cfg.batch_size)
     census = index.census()
-    boxes = _validation_boxes(store, val_ids, cfg.metric_crop) if cfg.metric_every else {}
+    boxes = validation_boxes(store, val_ids, cfg.metric_crop) if cfg.metric_every else {}
     # the yardstick the selection score must beat: an empty prediction (dice scores it 0)
-    baseline = _empty_prediction_score(store, boxes) if boxes else 0.0
+    baseline = empty_prediction_score(store, boxes) if boxes else 0.0
     if boxes:
         log(f"validation by the competition metric on {len(boxes)} volume(s) ("
             + ("whole" if not cfg.metric_crop else f"centred {cfg.metric_crop}^3 crops")
@@ -310,7 +256,7 @@ def train(cfg: Config, *, resume: str | None = None, stop_after_epochs: int | No
         val_loss, val_stats = val_sum / max(val_n, 1), val_conf.summary()
         competition = None
         if cfg.metric_every and (epoch + 1) % cfg.metric_every == 0:
-            competition = _competition_score(eval_model, store, boxes, cfg, device)
+            competition = competition_score(eval_model, store, boxes, cfg, device)
         dice = val_stats["dice"]
         # one score picks best.pt, drives early stopping, heads the epoch line and the verdict:
         # the guarded competition score when it is on (only epochs that computed it compete),
