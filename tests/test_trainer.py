@@ -49,8 +49,10 @@ def test_smoke_run_writes_metrics_checkpoints_and_index(four_scrolls, tmp_path, 
                                                               "connectivity_weight": 0.1},
                deep_supervision=True, ema_decay=0.9, model="resunet")
     assert train(cfg) == 0
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
     assert "built the patch index" in out and "deriving sdt, skeleton" in out
+    assert "it/s" not in captured.err and "vol/s" not in captured.err  # no bars in logs
     assert "Epoch 1 | Train Loss:" in out and "pred_fg" in out and "verdict:" in out
     recs = read_metrics(tmp_path / "run")
     assert [r["epoch"] for r in recs] == [0, 1]

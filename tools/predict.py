@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.probabilities:
         args.probabilities.mkdir(parents=True, exist_ok=True)
     written = []
-    for vid, source in tqdm(inputs.items(), desc="predict", unit="vol"):
+    for vid, source in tqdm(inputs.items(), desc="predict", unit="vol", disable=None):
         try:
             volume = source.open()
             shape = tuple(volume.shape)

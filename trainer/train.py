@@ -48,7 +48,7 @@ def _prepare_data(cfg: Config, needs: set[str], log) -> tuple[VolumeStore, Patch
         log(f"deriving {', '.join(sorted(DERIVED_ROLES))} for {len(missing)} volumes (once; "
             f"see tools/derive.py)")
         store = VolumeStore.open(cfg.data_dir, mode="a")
-        for vid in tqdm(missing, desc="derive", unit="vol"):
+        for vid in tqdm(missing, desc="derive", unit="vol", disable=None):
             store.add_derived(vid, derive_targets(store.label(vid), store.label_spec,
                                                   cfg.boundary_clip),
                               {"clip": cfg.boundary_clip})
@@ -205,7 +205,8 @@ def train(cfg: Config, *, resume: str | None = None, stop_after_epochs: int | No
         sums = dict.fromkeys(TERM_NAMES, 0.0) | {"total": 0.0}
         conf, n_steps, wait = Confusion(), 0, 0.0
         batches = iter(loader)
-        bar = tqdm(total=cfg.iterations_per_epoch, desc=f"epoch {epoch}", leave=False)
+        bar = tqdm(total=cfg.iterations_per_epoch, desc=f"epoch {epoch}", leave=False,
+                   disable=None)  # no bar when the output is a log file
         while True:
             tw = time.perf_counter()
             batch = next(batches, None)

@@ -168,7 +168,7 @@ def ingest_competition(
         else:
             todo.append(e)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool, tqdm(
-        total=len(todo), desc="ingest", unit="vol", disable=not progress
+        total=len(todo), desc="ingest", unit="vol", disable=None if progress else True
     ) as bar:
         futures = {pool.submit(_ingest_one, store, e, overwrite): e for e in todo}
         for fut in as_completed(futures):

@@ -213,7 +213,7 @@ def _count_volumes(fresh: list[VolumeSource], params: IndexParams, block: tuple[
     invalid = dict.fromkeys(cells, 0)
     digests: dict[str, list[tuple[tuple[int, int, int], bytes]]] = {v: [] for v in cells}
     with tqdm(total=sum(map(n_blocks, fresh)), desc="index", unit="block",
-              disable=not progress) as bar:
+              disable=None if progress else True) as bar:  # None: terminals only
         for batch in batches:
             owners, tasks = [], []
             for src in batch:

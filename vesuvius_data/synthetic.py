@@ -309,7 +309,8 @@ def write_competition_layout(
     cycle = _preset_cycle(preset)
     rows = []
     for i, (vid, ss) in enumerate(
-        tqdm(list(zip(ids, seeds, strict=True)), desc="synthetic volumes", disable=not progress)
+        tqdm(list(zip(ids, seeds, strict=True)), desc="synthetic volumes",
+             disable=None if progress else True)
     ):
         image, label = make_volume(shape, ss, preset=cycle[i % len(cycle)])
         for sub, data in (("train_images", image), ("train_labels", label)):
