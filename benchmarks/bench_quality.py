@@ -38,26 +38,17 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tools.predict import load_model  # noqa: E402
-from tools.tune_postprocess import tune  # noqa: E402
+from tools.tune_postprocess import config_of, default_stages, tune  # noqa: E402
 from trainer.checkpoint import load_checkpoint  # noqa: E402
 from trainer.config import apply_overrides, load_config  # noqa: E402
 from trainer.inference import predict_volume  # noqa: E402
 from trainer.train import train  # noqa: E402
 from vesuvius_data import VolumeStore  # noqa: E402
 from vesuvius_data.metrics import score_volume  # noqa: E402
-from vesuvius_data.repair import RepairConfig, remove_dust, repair  # noqa: E402
+from vesuvius_data.repair import remove_dust, repair  # noqa: E402
 from vesuvius_data.synthetic import make_volume  # noqa: E402
 
 TRAIN_SEED, VAL_SEED, TEST_SEED, TRANSFER_SEED = 1000, 2000, 3000, 4000
-STAGES = [  # the greedy search of tools/tune_postprocess.py, with its default candidates
-    [{"threshold": t, "weak_threshold": w} for t in (0.3, 0.4, 0.5, 0.6, 0.7)
-     for w in (None, 0.2, 0.3) if w is None or w < t],
-    [{"min_component": m, "dust_connectivity": c} for m in (0, 10, 100, 1000) for c in (6, 26)
-     if m or c == 6],
-    [{"plug": False}, {"plug": True}],
-    [{"patch_area": n} for n in (0, 16, 64)],
-    [{"max_cavity": n} for n in (0, 100)],
-]
 STEPS = {"hysteresis": {"weak_threshold": None}, "dust": {"min_component": 0},
          "plug": {"plug": False}, "patch": {"patch_area": 0}, "cavities": {"max_cavity": 0}}
 #: what each step adds when the tuned config left it off (the other half of the ablation)
@@ -175,12 +166,11 @@ def main(argv: list[str] | None = None) -> int:
     timings["predict_s_per_volume"] = (time.perf_counter() - t) / len(images)
 
     t = time.perf_counter()
-    only_threshold = tune({"val": probs["val"]}, {"val": val_label}, STAGES[:1])[0]
-    best_rows = tune({"val": probs["val"]}, {"val": val_label}, STAGES)
-    best = RepairConfig(**{f.name: best_rows[0][f.name]
-                           for f in dataclasses.fields(RepairConfig)})
-    plain = RepairConfig(threshold=only_threshold["threshold"],
-                         weak_threshold=only_threshold["weak_threshold"])
+    stages = default_stages()  # the search of tools/tune_postprocess.py, as a user runs it
+    only_threshold = tune({"val": probs["val"]}, {"val": val_label}, stages[:1])[0]
+    best_rows = tune({"val": probs["val"]}, {"val": val_label}, stages)
+    best = config_of(best_rows[0])
+    plain = config_of(only_threshold)
     intensity = _tune_intensity(val_image, val_label)
     timings["tune_s"] = time.perf_counter() - t
 
@@ -210,8 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         other = _probabilities(args.transfer_checkpoint,
                                {"val": val_image} | {v: im for v, (im, _) in
                                                      tests["hard"].items()}, args.tta)
-        rows = tune({"val": other["val"]}, {"val": val_label}, STAGES)
-        cfg = RepairConfig(**{f.name: rows[0][f.name] for f in dataclasses.fields(RepairConfig)})
+        cfg = config_of(tune({"val": other["val"]}, {"val": val_label}, stages)[0])
         labels = {v: lab for v, (_, lab) in tests["hard"].items()}
         results["hard"][f"{args.transfer_checkpoint} + repair"] = _summary(
             {v: repair(other[v], cfg) for v in labels}, labels)

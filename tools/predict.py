@@ -10,7 +10,7 @@ window by window); each output keeps its input's name ({id}.tif). --probabilitie
 the blended probabilities ({id}.tif as float16, or uint8 = round(255 p)), so
 tools/tune_postprocess.py can choose the threshold and post-processing by the competition
 metric without predicting again. Sliding-window inference with Gaussian blending; see
-trainer/inference.py. The mask is repaired by vesuvius_data/repair.py: hysteresis, dust removal,
+trainer/inference.py. The mask is repaired by vesuvius_data/repair/: hysteresis, dust removal,
 per-sheet pinhole plugging and hole patching, cavity filling; tools/tune_postprocess.py prints
 the flags that score best.
 """

@@ -84,7 +84,7 @@ def tune(probs: dict[str, np.ndarray], labels: dict[str, np.ndarray],
     return sorted(tried.values(), key=lambda r: -r["score"])
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog=__doc__.split("\n\n", 1)[1])
@@ -100,7 +100,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-cavities", "--max-holes", dest="max_cavities", type=_ints,
                     default=[0, 100])
     ap.add_argument("--json", action="store_true")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def default_stages() -> list[list[dict]]:
+    """The greedy search's stages with this tool's default candidates."""
+    return _stages(_parser().parse_args(["PROB_DIR", "LABELS"]))
+
+
+def config_of(row: dict) -> RepairConfig:
+    """The ``RepairConfig`` of a row that ``tune`` returned."""
+    return RepairConfig(**{f.name: row[f.name] for f in dataclasses.fields(RepairConfig)})
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     try:
         stages = _stages(args)
         for update in (u for s in stages for u in s):

@@ -10,8 +10,10 @@ per sheet. The steps, each usable alone and all deterministic:
   (p > strong): sheets stay whole where the model hesitates, noise without a confident seed goes.
 - ``remove_dust``: drop components under a size, 6-connected like TopoScore counts them (a speck
   touching a sheet only at an edge or corner is its own component there) or 26-connected.
-- ``plug_pinholes``: a morphological closing restricted to each sheet: a new voxel is kept only
-  when every foreground voxel around it belongs to one sheet, so gaps between sheets stay open.
+- ``plug_pinholes``: a morphological closing proposes voxels; a small group of them is kept only
+  when it touches one sheet and, counted per scorer octant, removes a loop or a component and
+  adds neither (Euler gain and a union-find over the pieces), so dents and gaps between sheets
+  stay as they are.
 - ``patch_sheet_holes``: label sheets, project each onto the axis where it is thinnest, find
   holes of its projected mask (not touching its border) up to ``max_area`` pixels, interpolate
   the sheet's height across each hole and paste the sheet's thickness there. A patch is rejected

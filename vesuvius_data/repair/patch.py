@@ -24,12 +24,13 @@ def patch_sheet_holes(mask: np.ndarray, max_area: int, *, min_sheet: int = 64,
         return mask
     out = mask.copy()
     labels = sheet_labels(mask)
+    boxes = tiles(mask.shape, octants)
     sizes = np.bincount(labels.ravel())
     for k, box in enumerate(ndimage.find_objects(labels), start=1):
         if box is None or sizes[k] < max(min_sheet, 1):
             continue
         for voxels in _sheet_patches(labels, k, box, max_area):
-            if _patch_is_safe(out, labels, k, voxels, tiles(mask.shape, octants)):
+            if _patch_is_safe(out, labels, k, voxels, boxes):
                 out[voxels] = True
     return out
 
@@ -98,7 +99,8 @@ def _interpolate_height(height: np.ndarray, hole: np.ndarray, rim: np.ndarray) -
     return h
 
 
-def _patch_is_safe(mask: np.ndarray, labels: np.ndarray, k: int, voxels, tiles) -> bool:
+def _patch_is_safe(mask: np.ndarray, labels: np.ndarray, k: int, voxels,
+                   tile_boxes: list[tuple[slice, ...]]) -> bool:
     """No voxel of the patch within one voxel of another sheet, and fewer loops around it
     (counted in the part of each tile that the neighbourhood covers)."""
     if voxels[0].size == 0:
@@ -112,7 +114,7 @@ def _patch_is_safe(mask: np.ndarray, labels: np.ndarray, k: int, voxels, tiles) 
     if other.any() and ndimage.binary_dilation(other, CUBE)[local].any():
         return False
     loops_before = loops_after = 0
-    for tile in tiles:
+    for tile in tile_boxes:
         part = tuple(slice(max(b.start, t.start), min(b.stop, t.stop))
                      for b, t in zip(box, tile, strict=True))
         if any(p.stop <= p.start for p in part):
