@@ -158,7 +158,7 @@ def test_register_zarr_and_ome_zarr_without_copy(tmp_path, store, small_pair):
 
 def test_read_only_store_refuses_writes(tmp_path, store, small_pair):
     ro = VolumeStore.open(tmp_path / "store.zarr")
-    with pytest.raises(Exception):  # noqa: B017 - zarr raises its own read-only error type
+    with pytest.raises(PermissionError, match="read-only.*mode='a'"):
         ro.add_volume("new", *small_pair)
     assert VolumeStore.open(tmp_path / "store.zarr").ids() == ["vol_a", "vol_b"]
 

@@ -5,6 +5,12 @@ chunk takes. For local arrays whose codecs are plain bytes + Blosc or Zstd, ``Ch
 reads the chunk file and decodes it with numcodecs directly (the fast path); anything else
 (remote stores, other codecs, sharding) goes through ``zarr.Array.blocks`` (the general path).
 ``tests/test_loader.py`` proves the two agree on every chunk, edge and missing chunks included.
+
+Both paths are checked reads (see ``integrity``): a chunk that the store recorded at write but
+is gone, one whose size changed (fast path), or one that does not decode raises ``ChunkError``
+naming volume, array and chunk key, in whichever process reads it (loader workers, index tasks,
+scoring pools). Bytes damaged in place that still decode are found by ``verify(deep=True)``: a
+CRC on every read would cost as much as decoding an image chunk.
 """
 
 from __future__ import annotations
@@ -12,11 +18,14 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import zarr
 import zarr.storage
 from zarr.codecs import BloscCodec, BytesCodec, ZstdCodec
+
+from .integrity import ChunkError, recorded_chunks
 
 __all__ = ["ChunkReader", "WindowCache", "FastArray"]
 
@@ -40,18 +49,26 @@ def _fast_decoder(arr: zarr.Array) -> Callable[[bytes], bytes] | None:
     return None
 
 
+def _location(arr: zarr.Array) -> str:
+    root = getattr(arr.store, "root", None)
+    return str(root) if root is not None else str(arr.store)
+
+
 class ChunkReader:
-    """Decoded chunks of one zarr array, clipped to the array at its edges."""
+    """Decoded chunks of one zarr array, clipped to the array at its edges; checked reads."""
 
     def __init__(self, arr: zarr.Array, *, fast: bool = True) -> None:
         self.arr = arr
         self.chunks: tuple[int, ...] = tuple(arr.chunks)
         self.shape: tuple[int, ...] = tuple(arr.shape)
         self.dtype = np.dtype(arr.dtype)
+        self._fill = arr.metadata.fill_value
+        record = recorded_chunks(arr)
+        # key -> size at write: a missing chunk, or one whose size changed, is damage
+        self._recorded = None if record is None else {k: v[0] for k, v in record.items()}
         self._decode = _fast_decoder(arr) if fast else None
         if self._decode is not None:
             self._root = Path(arr.store.root) / arr.path  # type: ignore[attr-defined]
-            self._fill = arr.metadata.fill_value
 
     @property
     def fast(self) -> bool:
@@ -61,15 +78,40 @@ class ChunkReader:
         """Chunk ``idx`` (chunk-grid coordinates) as an array, edge chunks clipped."""
         valid = tuple(min(c, s - i * c) for i, c, s in zip(idx, self.chunks, self.shape,
                                                           strict=True))
-        if self._decode is None:
-            return np.asarray(self.arr.blocks[idx])
         key = self.arr.metadata.encode_chunk_key(idx)
+        if self._decode is None:
+            try:
+                data = np.asarray(self.arr.blocks[idx])
+            except Exception as e:  # codecs raise many types for damaged bytes
+                raise ChunkError.of(self.arr, key, _location(self.arr),
+                                 f"cannot be decoded ({type(e).__name__}: {e})") from e
+            # zarr reads an absent chunk as the fill value; a recorded one never equals it
+            if self._recorded is not None and key in self._recorded and \
+                    np.all(data == self._fill) and not self._exists(key):
+                raise ChunkError.of(self.arr, key, _location(self.arr),
+                                 "missing (the store recorded it at write)")
+            return data
         try:
             raw = (self._root / key).read_bytes()
-        except FileNotFoundError:  # never written: zarr's fill value
+        except FileNotFoundError:  # never written (zarr's fill value), unless it was recorded
+            if self._recorded is not None and key in self._recorded:
+                raise ChunkError.of(self.arr, key, _location(self.arr),
+                                 "missing (the store recorded it at write)") from None
             return np.full(valid, self._fill, self.dtype)
-        full = np.frombuffer(self._decode(raw), self.dtype).reshape(self.chunks)
+        if self._recorded is not None and len(raw) != self._recorded.get(key, len(raw)):
+            raise ChunkError.of(self.arr, key, _location(self.arr),
+                             f"{len(raw)} bytes, {self._recorded[key]} when written")
+        try:
+            full = np.frombuffer(self._decode(raw), self.dtype).reshape(self.chunks)
+        except Exception as e:  # Blosc/Zstd raise RuntimeError, a short buffer ValueError
+            raise ChunkError.of(self.arr, key, _location(self.arr),
+                             f"cannot be decoded ({type(e).__name__}: {e})") from e
         return full[tuple(slice(0, v) for v in valid)]
+
+    def _exists(self, key: str) -> bool:
+        from zarr.core.sync import sync
+
+        return bool(sync(self.arr.store.exists(f"{self.arr.path}/{key}".lstrip("/"))))
 
 
 class WindowCache:
@@ -158,14 +200,17 @@ class FastArray:
         return {"arr": self.arr, "shape": self.shape, "dtype": self.dtype, "ndim": self.ndim,
                 "_reader": None}
 
-    def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray:
-        if not isinstance(key, tuple) or len(key) != self.ndim or not all(
-                isinstance(k, slice) and k.step in (None, 1) for k in key):
-            return np.asarray(self.arr[key])
+    def __getitem__(self, key: Any) -> np.ndarray:
+        """numpy indexing; reads only the box of chunks that the key touches (ints and unit-step
+        slices), whole axes for anything else."""
+        box, post = _box_of(key if isinstance(key, tuple) else (key,), self.shape)
+        data = self._box(box)
+        return data if all(p == slice(None) for p in post) else data[tuple(post)]
+
+    def _box(self, bounds: list[tuple[int, int]]) -> np.ndarray:
         if self._reader is None:
             self._reader = ChunkReader(self.arr)
         r = self._reader
-        bounds = [k.indices(n)[:2] for k, n in zip(key, self.shape, strict=True)]
         out = np.empty(tuple(max(b - a, 0) for a, b in bounds), self.dtype)
         if out.size == 0:
             return out
@@ -182,3 +227,29 @@ class FastArray:
                 tuple(slice(x - c * k, y - c * k) for x, y, c, k in zip(lo, hi, chunk, r.chunks,
                                                                         strict=True))]
         return out
+
+
+def _box_of(key: tuple, shape: tuple[int, ...]) -> tuple[list[tuple[int, int]], list[Any]]:
+    """The voxel box a numpy key reads, and the key that picks the result from that box."""
+    if any(k is Ellipsis for k in key):
+        i = next(i for i, k in enumerate(key) if k is Ellipsis)
+        key = key[:i] + (slice(None),) * (len(shape) - len(key) + 1) + key[i + 1:]
+    if len(key) > len(shape):
+        raise IndexError(f"too many indices ({len(key)}) for an array of shape {shape}")
+    key = key + (slice(None),) * (len(shape) - len(key))
+    box, post = [], []
+    for k, n in zip(key, shape, strict=True):
+        if isinstance(k, (int, np.integer)):
+            i = int(k) + n if k < 0 else int(k)
+            if not 0 <= i < n:
+                raise IndexError(f"index {k} is out of bounds for an axis of size {n}")
+            box.append((i, i + 1))
+            post.append(0)
+        elif isinstance(k, slice) and k.step in (None, 1):
+            a, b, _ = k.indices(n)
+            box.append((a, max(a, b)))
+            post.append(slice(None))
+        else:  # steps, fancy indices, None: read the whole axis and let numpy pick
+            box.append((0, n))
+            post.append(k)
+    return box, post

@@ -33,6 +33,8 @@ import zarr
 import zarr.storage
 from zarr.codecs import BloscCodec
 
+from .chunk_reader import FastArray
+from .integrity import ChunkProblem, VerifyReport, record_chunks, repair_hint, verify_array
 from .labels import LabelCensus, LabelSpec
 from .volume_info import ID_PATTERN, VolumeInfo, check_volume_id, is_url, validate_pair
 
@@ -177,17 +179,56 @@ class VolumeStore:
         except KeyError:
             raise KeyError(f"volume {volume_id!r} has no {role!r} array") from None
 
-    def image(self, volume_id: str, chunks: tuple[int, int, int] | None = None) -> da.Array:
-        """Lazy dask view of the image; by default each dask chunk is one zarr chunk.
+    def array(self, volume_id: str, role: str) -> FastArray:
+        """A volume's ``role`` as a numpy-indexable array whose reads are checked: a missing or
+        undecodable chunk raises ``ChunkError`` naming volume, array and chunk."""
+        return FastArray(self.zarr_array(volume_id, role))
 
-        ``chunks`` (best a multiple of the zarr chunks) makes each dask task read several
-        zarr chunks in one call, which zarr decodes concurrently.
-        """
-        return da.from_zarr(self.zarr_array(volume_id, "image"), chunks=chunks)
+    def lazy(self, volume_id: str, role: str,
+             chunks: tuple[int, int, int] | None = None) -> da.Array:
+        """Lazy dask view of any role, read through checked reads; one dask chunk per zarr
+        chunk unless ``chunks`` (best a multiple of the zarr chunks) groups several."""
+        arr = self.array(volume_id, role)
+        chunks = chunks or tuple(arr.arr.chunks)
+        token = self.info(volume_id).generation or uuid.uuid4().hex
+        return da.from_array(arr, chunks=chunks, asarray=False, fancy=False,
+                             name=f"vd-{role}-{volume_id}-{token}-{'x'.join(map(str, chunks))}")
+
+    def image(self, volume_id: str, chunks: tuple[int, int, int] | None = None) -> da.Array:
+        """Lazy dask view of the image (see ``lazy``)."""
+        return self.lazy(volume_id, "image", chunks)
 
     def label(self, volume_id: str, chunks: tuple[int, int, int] | None = None) -> da.Array:
-        """Lazy dask view of the label (values per ``label_spec``); ``chunks`` as in image."""
-        return da.from_zarr(self.zarr_array(volume_id, "label"), chunks=chunks)
+        """Lazy dask view of the label (values per ``label_spec``; see ``lazy``)."""
+        return self.lazy(volume_id, "label", chunks)
+
+    def verify(self, volume_ids: list[str] | None = None, *, deep: bool = False,
+               progress: bool = False) -> VerifyReport:
+        """Check every stored chunk of the given volumes (default all) against the record
+        written with it: missing, resized or unexpected chunks; with ``deep`` also checksums
+        and decoding. Reads no chunk data unless ``deep``."""
+        from tqdm.auto import tqdm
+
+        report = VerifyReport()
+        ids = self.ids() if volume_ids is None else [self.info(v).volume_id for v in volume_ids]
+        for vid in tqdm(ids, desc="verify", unit="vol", disable=None if progress else True):
+            report.volumes += 1
+            for role in ("image", "label", *self.info(vid).derived):
+                try:
+                    arr = self.zarr_array(vid, role)
+                except (KeyError, FileNotFoundError):
+                    report.problems.append(ChunkProblem(vid, role, "*", "array missing"))
+                    continue
+                problems, checked = verify_array(arr, deep=deep)
+                report.problems += problems
+                report.chunks += checked
+                if not arr.attrs.get("vesuvius_chunks"):
+                    report.unrecorded.append(f"{vid}/{role}")
+        report.repair = {p.volume_id: repair_hint(p.volume_id)
+                         + (f"; its source: {self.info(p.volume_id).source}"
+                            if self.info(p.volume_id).source else "")
+                         for p in report.problems}
+        return report
 
     def census(self, volume_ids: list[str] | None = None) -> LabelCensus:
         """Sum of the stored per-volume censuses (volumes without one are skipped)."""
@@ -199,6 +240,11 @@ class VolumeStore:
         return total
 
     # ------------------------------------------------------------------ writing
+    def _writable(self) -> None:
+        if getattr(self._group.store, "read_only", False):
+            raise PermissionError(f"{self._location} is open read-only; open it with "
+                                  "VolumeStore.open(path, mode='a') to write")
+
     def _commit(self, volume_id: str, entry: dict[str, Any] | None) -> None:
         """Add (entry) or drop (None) a manifest entry; the one write that publishes a volume."""
         with self._lock:
@@ -228,6 +274,7 @@ class VolumeStore:
             FileExistsError: ``volume_id`` is already complete and ``overwrite`` is False.
             ValueError: non-3-D input, mismatched shapes, bad dtypes or label values.
         """
+        self._writable()
         volume_id = check_volume_id(volume_id)
         image, label = np.asarray(image), np.asarray(label)
         census = validate_pair(image, label, self.label_spec, f"volume {volume_id}")
@@ -248,6 +295,7 @@ class VolumeStore:
                 dimension_names=("z", "y", "x"),
             )
             arr[...] = data
+            record_chunks(arr)  # what a complete array holds, checked on every read
         info = VolumeInfo(
             volume_id=volume_id,
             shape=tuple(int(s) for s in image.shape),  # type: ignore[arg-type]
@@ -268,6 +316,7 @@ class VolumeStore:
         shared tasks run once). Published in the manifest only once fully written: a crash
         leaves them absent and a rerun derives them again.
         """
+        self._writable()
         info = self.info(volume_id)
         vgroup = self._group.require_group("volumes").require_group(info.volume_id)
         chunks = tuple(min(c, s) for c, s in zip(self.chunks, info.shape, strict=True))
@@ -291,6 +340,8 @@ class VolumeStore:
                 arr[...] = np.asarray(data)
         if sources:
             da.store(sources, targets, lock=False)
+        for role in arrays:
+            record_chunks(vgroup[role])  # type: ignore[arg-type]
         entry = info.to_json()
         entry["derived"] = dict(info.derived) | {role: dict(params or {}) for role in arrays}
         self._commit(info.volume_id, entry)
@@ -312,6 +363,7 @@ class VolumeStore:
         Label values are not scanned here (that could mean reading terabytes); the index build
         checks them in its single pass.
         """
+        self._writable()
         volume_id = check_volume_id(volume_id)
         if volume_id in self and not overwrite:
             raise FileExistsError(f"volume {volume_id!r} already exists in {self._location}")
@@ -339,6 +391,7 @@ class VolumeStore:
 
     def remove(self, volume_id: str) -> None:
         """Drop a volume from the manifest and delete its stored arrays (not external ones)."""
+        self._writable()
         self.info(volume_id)
         self._commit(str(volume_id), None)
         vols = self._group.require_group("volumes")
