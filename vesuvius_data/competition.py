@@ -98,20 +98,23 @@ class _ThreadWarnings(logging.Handler):
             self.messages.append(record.getMessage())
 
 
-def read_tif(path: str | os.PathLike[str]) -> np.ndarray:
+def read_tif(path: str | os.PathLike[str], data: bytes | None = None) -> np.ndarray:
     """Read a TIFF stack as a (z, y, x) array; errors name the file.
 
-    tifffile reads a truncated or corrupt file with only a logged warning (returning fewer
-    pages, or nothing); here any such warning is an error, so a damaged file never enters a
-    store looking like a smaller volume.
+    ``data`` holds the file's bytes when it does not live on disk (a zip member; ``path`` then
+    names it in messages). tifffile reads a truncated or corrupt file with only a logged warning
+    (returning fewer pages, or nothing); here any such warning is an error, so a damaged file
+    never enters a store, or a score, looking like a smaller volume.
     """
+    import io
+
     import tifffile
 
     collect = _ThreadWarnings()
     logger = logging.getLogger("tifffile")
     logger.addHandler(collect)
     try:
-        data = tifffile.imread(path)
+        out = tifffile.imread(path if data is None else io.BytesIO(data))
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: file not found") from None
     except Exception as e:  # tifffile raises many types for corrupt files
@@ -121,9 +124,9 @@ def read_tif(path: str | os.PathLike[str]) -> np.ndarray:
     if collect.messages:
         raise ValueError(f"{path}: unreadable TIFF (truncated or corrupt: "
                          f"{collect.messages[0]})")
-    if data.size == 0:
+    if out.size == 0:
         raise ValueError(f"{path}: unreadable TIFF (no image data)")
-    return data
+    return out
 
 
 def _ingest_one(store: VolumeStore, e: CompetitionEntry, overwrite: bool) -> None:
@@ -148,6 +151,7 @@ def ingest_competition(
     *,
     workers: int = 2,
     overwrite: bool = False,
+    ids: list[str] | None = None,
     progress: bool = True,
     on_done: Callable[[str], None] | None = None,
 ) -> IngestReport:
@@ -156,11 +160,18 @@ def ingest_competition(
     Resumable: volumes already complete in the store are skipped (unless ``overwrite``), and a
     volume whose write was interrupted is not in the store's manifest, so it is redone. Runs
     ``workers`` threads (TIFF decoding and zarr encoding release the GIL). One bad volume does
-    not stop the others: its error lands in ``report.failed``.
+    not stop the others: its error lands in ``report.failed``. ``ids`` limits the work to
+    those volumes (e.g. to re-ingest a damaged one with ``overwrite``).
     """
     from tqdm.auto import tqdm
 
     entries, report = scan_competition(src)
+    if ids is not None:
+        unknown = sorted(set(ids) - {e.volume_id for e in entries})
+        if unknown:
+            raise ValueError(f"{src}: no image/label pair for id(s) {unknown[:10]}")
+        entries = [e for e in entries if e.volume_id in set(ids)]
+        report.missing, report.unlisted = [], []
     todo = []
     for e in entries:
         if e.volume_id in store and not overwrite:

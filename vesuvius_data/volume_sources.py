@@ -2,11 +2,12 @@
 
 The scoring and tuning tools take predictions and labels in any of these forms; a
 ``VolumeSource`` is a small picklable handle, so process pools can read volumes themselves.
+Every form goes through a checked reader: TIFs (on disk or in a zip) through ``read_tif``'s
+truncation checks, a damaged zip is named, and store volumes read through ``ChunkReader``.
 """
 
 from __future__ import annotations
 
-import io
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,30 +28,32 @@ class VolumeSource:
     role: str = "label"  # which array of a store volume
 
     def open(self):
-        """The volume as something sliceable: the store's zarr array (read lazily, window by
-        window), else the whole volume read into memory."""
+        """The volume as something sliceable: the store's array (read lazily, window by
+        window, with checked reads), else the whole volume read into memory."""
         if self.kind == "store":
-            return VolumeStore.open(self.path).zarr_array(self.member, self.role)
+            return VolumeStore.open(self.path).array(self.member, self.role)
         return self.read()
 
     def read(self) -> np.ndarray:
         if self.kind == "tif":
             return read_tif(self.path)
         if self.kind == "zip":
-            import tifffile
-
-            with zipfile.ZipFile(self.path) as z:
-                return tifffile.imread(io.BytesIO(z.read(self.member)))
-        store = VolumeStore.open(self.path)
-        return np.asarray(store.image(self.member) if self.role == "image"
-                          else store.label(self.member))
+            name = f"{self.path}:{self.member}"
+            try:
+                with _open_zip(self.path) as z:
+                    data = z.read(self.member)
+            except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError) as e:
+                raise ValueError(f"{name}: unreadable zip member ({type(e).__name__}: {e})"
+                                 ) from e
+            return read_tif(name, data)
+        return self.open()[...]
 
 
 def volume_sources(path: str | Path, role: str = "label") -> dict[str, VolumeSource]:
     """id -> source for a folder of {id}.tif, a .zip of them, or a VolumeStore (its ``role``)."""
     path = Path(path)
     if path.is_file() and path.suffix == ".zip":
-        with zipfile.ZipFile(path) as z:
+        with _open_zip(path) as z:
             names = sorted(n for n in z.namelist() if n.endswith(".tif"))
         if not names:
             raise FileNotFoundError(f"{path}: no .tif files in the zip")
@@ -64,6 +67,15 @@ def volume_sources(path: str | Path, role: str = "label") -> dict[str, VolumeSou
             raise FileNotFoundError(f"{path}: no .tif files and not a VolumeStore")
         return {p.stem: VolumeSource("tif", str(p)) for p in tifs}
     raise FileNotFoundError(f"{path}: no such folder, .zip or VolumeStore")
+
+
+def _open_zip(path: str | Path) -> zipfile.ZipFile:
+    try:
+        return zipfile.ZipFile(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: file not found") from None
+    except (zipfile.BadZipFile, OSError, EOFError) as e:
+        raise ValueError(f"{path}: not a readable zip file ({type(e).__name__}: {e})") from e
 
 
 def pair_ids(preds: dict, labels: dict) -> list[str]:
