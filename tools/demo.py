@@ -3,7 +3,8 @@
     python tools/demo.py [--out demo] [--volumes 4] [--shape 320] [--seed 0] [--preset mixed]
         [--key=value ...]
 
-Stages (each resumable: rerun it and finished work is skipped):
+Stages (each resumable: rerun the demo and finished work is skipped; training continues from
+its last checkpoint, and a finished run only prints its verdict again):
   1. generate synthetic scroll volumes in the competition layout (easy and hard presets in
      turn, so the model sees thin touching sheets, low contrast and debris too) -> OUT/competition/
   2. ingest them into a VolumeStore and print the label census       -> OUT/store.zarr
@@ -28,19 +29,21 @@ if __package__ in (None, ""):  # run as `python tools/demo.py`: make `tools` imp
 
 from tools import index, ingest, report, strategies, synth  # noqa: E402
 from trainer.train import main as train_main  # noqa: E402
+from vesuvius_data.cli import positive_int, user_errors  # noqa: E402
 from vesuvius_data.patch_index import default_index_path  # noqa: E402
 
 
+@user_errors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n\n", 2)[2])
     parser.add_argument("--out", type=Path, default=Path("demo"), help="working folder")
-    parser.add_argument("--volumes", type=int, default=4)
-    parser.add_argument("--shape", type=int, default=320, help="side of the cubic volumes")
+    parser.add_argument("--volumes", type=positive_int, default=4)
+    parser.add_argument("--shape", type=positive_int, default=320, help="side of the cubic volumes")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--preset", default="mixed", help="easy, hard or mixed (tools/synth.py)")
-    parser.add_argument("--patch-size", type=int, default=128)
+    parser.add_argument("--patch-size", type=positive_int, default=128)
     parser.add_argument("--train", default=str(ROOT / "configs" / "cpu_smoke.yaml"),
                         help="trainer config for stage 5; 'none' skips training")
 
@@ -72,8 +75,12 @@ def main(argv: list[str] | None = None) -> int:
         return rc
     run = args.out / "runs" / Path(args.train).stem
     print(f"\n== 5. train ({args.train}) -> {run}")
-    rc = train_main(["--config", args.train, f"--data_dir={store}", f"--out={run}",
-                     *train_overrides])
+    if (run / "last.pt").is_file():
+        print("   a checkpoint is there: resuming (delete the folder to train afresh)")
+        rc = train_main(["--resume", str(run), *train_overrides])
+    else:
+        rc = train_main(["--config", args.train, f"--data_dir={store}", f"--out={run}",
+                         *train_overrides])
     if rc:
         return rc
     print("\n== 6. report")

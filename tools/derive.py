@@ -13,10 +13,12 @@ import time
 
 from tqdm.auto import tqdm
 
+from vesuvius_data.cli import user_errors
 from vesuvius_data.derived import DERIVED_ROLES, derive_targets
 from vesuvius_data.store import VolumeStore
 
 
+@user_errors
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("store", help="VolumeStore folder")
@@ -25,11 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--overwrite", action="store_true", help="derive again even if present")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
-    try:
-        store = VolumeStore.open(args.store, mode="a")
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    store = VolumeStore.open(args.store, mode="a")
     params = {"clip": args.clip}
     todo = [v for v in store.ids() if args.overwrite or any(
         store.info(v).derived.get(r) != params for r in DERIVED_ROLES)]

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from vesuvius_data.cli import positive_int, user_errors
 from vesuvius_data.metrics import VolumeScore, score_volume
 from vesuvius_data.volume_sources import VolumeSource, pair_ids, volume_sources
 
@@ -57,6 +58,7 @@ def format_table(scores: dict[str, VolumeScore]) -> str:
     return "\n".join(lines)
 
 
+@user_errors
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -64,14 +66,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("pred", type=Path, help="folder of {id}.tif masks or a submission .zip")
     ap.add_argument("labels", type=Path, help="folder of {id}.tif labels or a VolumeStore")
     ap.add_argument("--json", action="store_true", help="print JSON instead of the table")
-    ap.add_argument("--workers", type=int, default=1, help="score N volumes at once (processes)")
+    ap.add_argument("--workers", type=positive_int, default=1,
+                    help="score N volumes at once (processes)")
     ap.add_argument("--tau", type=float, default=2.0, help="SurfaceDice tolerance in voxels")
     args = ap.parse_args(argv)
-    try:
-        preds, labels = volume_sources(args.pred), volume_sources(args.labels)
-        ids = pair_ids(preds, labels)
-        scores: dict[str, VolumeScore] = {}
-        bar = tqdm(total=len(ids), desc="score", unit="vol", disable=None)
+    preds, labels = volume_sources(args.pred), volume_sources(args.labels)
+    ids = pair_ids(preds, labels)
+    scores: dict[str, VolumeScore] = {}
+    with tqdm(total=len(ids), desc="score", unit="vol", disable=None) as bar:
         if args.workers > 1:
             with ProcessPoolExecutor(args.workers) as pool:
                 futures = {vid: pool.submit(_score_one, vid, preds[vid], labels[vid], args.tau)
@@ -83,10 +85,6 @@ def main(argv: list[str] | None = None) -> int:
             for vid in ids:
                 scores[vid] = _score_one(vid, preds[vid], labels[vid], args.tau)
                 bar.update()
-        bar.close()
-    except (FileNotFoundError, ValueError, KeyError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     if args.json:
         out = {"mean_score": float(np.mean([s.score for s in scores.values()])),
                "volumes": {vid: s.as_dict() for vid, s in scores.items()}}

@@ -16,6 +16,7 @@ import time
 import warnings
 from pathlib import Path
 
+from vesuvius_data.cli import positive_int, user_errors
 from vesuvius_data.index_build import DEFAULT_BLOCK, SmallVolumeWarning, build_index
 from vesuvius_data.index_report import format_summary, summarize, write_report_png
 from vesuvius_data.patch_index import PatchIndex, default_index_path
@@ -27,20 +28,20 @@ def _parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 2)[2])
     p.add_argument("store", help="VolumeStore folder or URL")
-    p.add_argument("--patch-size", type=int, required=True, help="patch side P (voxels)")
-    p.add_argument("--stride", type=int, default=None, help="grid step S, divides P "
+    p.add_argument("--patch-size", type=positive_int, required=True, help="patch side P (voxels)")
+    p.add_argument("--stride", type=positive_int, default=None, help="grid step S, divides P "
                    "(default P/2)")
     p.add_argument("--out", type=Path, default=None, help="index file (default: beside the "
                    "store, STORE.index_pP_sS.npz)")
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--workers", type=int, default=None,
+    group.add_argument("--workers", type=positive_int, default=None,
                        help="start a local Dask cluster with N worker processes "
                        "(default: threads in this process)")
     group.add_argument("--scheduler", default=None,
                        help="address of a Dask distributed scheduler, tcp://host:port")
     p.add_argument("--air-threshold", type=int, default=0,
                    help="image values above it count as tissue (default 0)")
-    p.add_argument("--block", type=int, default=DEFAULT_BLOCK[0],
+    p.add_argument("--block", type=positive_int, default=DEFAULT_BLOCK[0],
                    help="task block side in voxels (default %(default)s)")
     p.add_argument("--rebuild", action="store_true", help="ignore an existing index")
     p.add_argument("--strict", action="store_true",
@@ -51,6 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+@user_errors
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     stride = args.stride or max(args.patch_size // 2, 1)
@@ -83,9 +85,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"warning: {w.message}", file=sys.stderr)
         seconds = time.perf_counter() - t0
         index.save(out)
-    except (FileNotFoundError, ValueError, KeyError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     finally:
         if client is not None:
             client.close()

@@ -31,6 +31,7 @@ from trainer.checkpoint import load_checkpoint
 from trainer.config import config_from_dict
 from trainer.inference import encode_probabilities, predict_volume, window_corners
 from trainer.model import build_model
+from vesuvius_data.cli import positive_int, user_errors
 from vesuvius_data.repair import add_repair_arguments, repair, repair_config_from_args
 from vesuvius_data.volume_sources import volume_sources
 
@@ -55,6 +56,7 @@ def _write_tif(path: Path, data: np.ndarray) -> None:
     tmp.replace(path)
 
 
+@user_errors
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -64,32 +66,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("out_dir", type=Path)
     ap.add_argument("--tta", action="store_true", help="average over the 8 flips")
     ap.add_argument("--overlap", type=float, default=0.5)
-    ap.add_argument("--batch-size", type=int, default=2)
+    ap.add_argument("--batch-size", type=positive_int, default=2)
     ap.add_argument("--zip", type=Path, default=None, help="also pack the TIFs into this zip")
     ap.add_argument("--probabilities", type=Path, default=None,
                     help="also write the probabilities, one TIF per input, into this folder")
     ap.add_argument("--prob-dtype", choices=("float16", "uint8"), default="float16")
     add_repair_arguments(ap)
     args = ap.parse_args(argv)
-    try:
-        repair_config = repair_config_from_args(args)
-        model, patch = load_model(args.checkpoint)
-        inputs = volume_sources(args.input, role="image")
-    except (FileNotFoundError, ValueError, KeyError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    repair_config = repair_config_from_args(args)
+    model, patch = load_model(args.checkpoint)
+    inputs = volume_sources(args.input, role="image")
     args.out_dir.mkdir(parents=True, exist_ok=True)
     if args.probabilities:
         args.probabilities.mkdir(parents=True, exist_ok=True)
     written = []
     for vid, source in tqdm(inputs.items(), desc="predict", unit="vol", disable=None):
+        volume = source.open()
+        shape = tuple(volume.shape)
         try:
-            volume = source.open()
-            shape = tuple(volume.shape)
             window_corners(shape, (patch,) * 3, args.overlap)  # checks size up front
-        except (FileNotFoundError, ValueError) as e:
-            print(f"error: {vid}: {e}", file=sys.stderr)
-            return 2
+        except ValueError as e:
+            raise ValueError(f"{vid}: {e}") from e
         prob = predict_volume(model, volume, (patch,) * 3, overlap=args.overlap,
                               batch_size=args.batch_size, tta=args.tta)
         mask = repair(prob, repair_config)

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from trainer.verdict import format_verdict, read_metrics, verdict
+from vesuvius_data.cli import user_errors
 
 
 def plot_runs(runs: dict[str, list[dict]], path: str | os.PathLike[str]) -> None:
@@ -64,16 +65,13 @@ def plot_runs(runs: dict[str, list[dict]], path: str | os.PathLike[str]) -> None
     os.replace(tmp, path)
 
 
+@user_errors
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("runs", nargs="+", help="run folders (with metrics.jsonl)")
     ap.add_argument("--out", default=None, help="PNG path (default: FIRST_RUN/report.png)")
     args = ap.parse_args(argv)
-    try:
-        runs = {Path(r).name: read_metrics(r) for r in args.runs}
-    except FileNotFoundError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    runs = {Path(r).name: read_metrics(r) for r in args.runs}
     for name, recs in runs.items():
         print(f"{name}: {len(recs)} epochs")
         print(format_verdict(verdict(recs)))

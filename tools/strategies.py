@@ -16,6 +16,7 @@ import time
 import numpy as np
 
 from vesuvius_data import PatchIndex, make_loader
+from vesuvius_data.cli import positive_int, user_errors
 from vesuvius_data.sampling import STRATEGIES, make_strategy
 
 
@@ -34,19 +35,16 @@ def compare(index: PatchIndex, draws: int = 1000, seed: int = 0) -> list[dict]:
     return out
 
 
+@user_errors
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("index", help="index file from tools/index.py")
-    ap.add_argument("--draws", type=int, default=1000)
+    ap.add_argument("--draws", type=positive_int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--store", default=None, help="also time the loader on this store")
     args = ap.parse_args(argv)
-    try:
-        index = PatchIndex.load(args.index)
-        rows = compare(index, args.draws, args.seed)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    index = PatchIndex.load(args.index)
+    rows = compare(index, args.draws, args.seed)
     dataset = index.census().foreground_share_of_labeled
     print(f"{args.draws} draws per strategy from {len(index)} patches; dataset surface share "
           f"of labeled voxels: {dataset:.1%}")

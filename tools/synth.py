@@ -9,14 +9,16 @@ import argparse
 import sys
 from pathlib import Path
 
+from vesuvius_data.cli import positive_int, user_errors
 from vesuvius_data.synthetic import PRESET_CYCLES, PRESETS, write_competition_layout
 
 
+@user_errors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out", type=Path, help="folder to write train.csv, train_images/, ...")
-    parser.add_argument("--volumes", type=int, default=4)
-    parser.add_argument("--shape", type=int, nargs="+", default=[320],
+    parser.add_argument("--volumes", type=positive_int, default=4)
+    parser.add_argument("--shape", type=positive_int, nargs="+", default=[320],
                         help="one side (cube) or three sides z y x")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--preset", choices=sorted(PRESETS) + sorted(PRESET_CYCLES),

@@ -27,6 +27,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from trainer.inference import decode_probabilities
+from vesuvius_data.cli import user_errors
 from vesuvius_data.metrics import score_volume
 from vesuvius_data.repair import RepairConfig, repair
 from vesuvius_data.volume_sources import pair_ids, volume_sources
@@ -113,23 +114,20 @@ def config_of(row: dict) -> RepairConfig:
     return RepairConfig(**{f.name: row[f.name] for f in dataclasses.fields(RepairConfig)})
 
 
+@user_errors
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    try:
-        stages = _stages(args)
-        for update in (u for s in stages for u in s):
-            RepairConfig(**{**dataclasses.asdict(RepairConfig()), **update})  # checks values
-        prob_src, label_src = volume_sources(args.probabilities), volume_sources(args.labels)
-        ids = pair_ids(prob_src, label_src)
-        probs = {vid: decode_probabilities(prob_src[vid].read()) for vid in ids}
-        labels = {vid: label_src[vid].read() for vid in ids}
-        for vid in ids:
-            if probs[vid].shape != labels[vid].shape:
-                raise ValueError(f"{vid}: probabilities {probs[vid].shape} and label "
-                                 f"{labels[vid].shape} differ in shape")
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    stages = _stages(args)
+    for update in (u for s in stages for u in s):
+        RepairConfig(**{**dataclasses.asdict(RepairConfig()), **update})  # checks values
+    prob_src, label_src = volume_sources(args.probabilities), volume_sources(args.labels)
+    ids = pair_ids(prob_src, label_src)
+    probs = {vid: decode_probabilities(prob_src[vid].read()) for vid in ids}
+    labels = {vid: label_src[vid].read() for vid in ids}
+    for vid in ids:
+        if probs[vid].shape != labels[vid].shape:
+            raise ValueError(f"{vid}: probabilities {probs[vid].shape} and label "
+                             f"{labels[vid].shape} differ in shape")
     rows = tune(probs, labels, stages)
     if args.json:
         print(json.dumps(rows, indent=1))
