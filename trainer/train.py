@@ -3,13 +3,15 @@
 Reads top to bottom: config, data (index, derived targets, folds, loaders), loss, model,
 optimizer, resume, the epoch loop (train, validate, health, log, checkpoint, early stop),
 the verdict. Any config key can be overridden as ``--key=value`` (``--loss_weights.dice_weight
-=0.5``); ``--resume RUN_DIR`` continues a run from its last checkpoint.
+=0.5``); ``--resume RUN_DIR`` continues a run from its last checkpoint, and a fresh run refuses
+a folder that holds one unless ``--overwrite`` (which deletes it first): two runs never mix.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import shutil
 import sys
 import time
 from contextlib import nullcontext
@@ -22,6 +24,8 @@ import torch
 from tqdm.auto import tqdm
 
 from vesuvius_data import PatchIndex, VolumeStore, build_index, make_loader
+from vesuvius_data._atomic import atomic_write
+from vesuvius_data.cli import user_errors
 from vesuvius_data.derived import DERIVED_ROLES, derive_targets
 from vesuvius_data.patch_index import default_index_path
 
@@ -37,6 +41,9 @@ from .validation import competition_score, empty_prediction_score, validation_bo
 from .verdict import format_verdict, read_metrics, verdict
 
 COLLAPSE_EXIT = 3
+#: files whose presence means a folder holds a trained run (config and metrics alone do not:
+#: a start killed before its first checkpoint lost nothing, and a fresh start may reuse it)
+RUN_MARKERS = ("last.pt", "best.pt")
 
 
 def _prepare_data(cfg: Config, needs: set[str], log) -> tuple[VolumeStore, PatchIndex, str]:
@@ -101,16 +108,47 @@ def _rng_state() -> dict[str, Any]:
     return state
 
 
-def train(cfg: Config, *, resume: str | None = None, stop_after_epochs: int | None = None,
-          log=print) -> int:
-    """Run (or resume) training; returns the exit status (0 ok, 3 stopped on collapse)."""
+def _held_run(out: Path) -> list[str]:
+    """The files that make ``out`` hold a run that a fresh start would destroy."""
+    return [name for name in RUN_MARKERS if (out / name).exists()]
+
+
+def _stopped_early(epoch: int, best_epoch: int, cfg: Config) -> bool:
+    return epoch - best_epoch >= cfg.early_stopping_patience
+
+
+def _keep_metrics_until(path: Path, last_epoch: int) -> None:
+    """Drop records after the checkpoint's epoch (and a line torn by a kill), atomically, so a
+    resumed run's log never holds an epoch twice."""
+    kept = []
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if record.get("epoch", math.inf) <= last_epoch:
+            kept.append(line + "\n")
+    with atomic_write(path) as f:
+        f.write("".join(kept).encode())
+
+
+def train(cfg: Config, *, resume: str | None = None, overwrite: bool = False,
+          stop_after_epochs: int | None = None, log=print) -> int:
+    """Run (or resume) training; returns the exit status (0 ok, 3 stopped on collapse).
+
+    A fresh run refuses an ``out`` folder that holds a run unless ``overwrite`` (which deletes
+    that run first); nothing is written until the data, model and optimizer are ready, so a
+    start that fails leaves no half run folder behind.
+    """
     # ------------------------------------------------------------------ setup
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
                 and cfg.amp else nullcontext())
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(config_to_yaml(cfg))
+    held = _held_run(out) if resume is None else []
+    if held and not overwrite:
+        raise FileExistsError(f"{out} holds a run ({', '.join(held)}); continue it with "
+                              f"--resume {out}, or start afresh with --overwrite (deletes it)")
     log(f"run {out} on {device}" + (f" ({torch.cuda.get_device_name()})"
                                     if device.type == "cuda" else ""))
 
@@ -174,17 +212,27 @@ def train(cfg: Config, *, resume: str | None = None, stop_after_epochs: int | No
     # ------------------------------------------------------------------ resume
     if resume:
         ck = load_checkpoint(resume)
+        _keep_metrics_until(out / "metrics.jsonl", ck["epoch"])
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         if ema is not None and ck.get("ema") is not None:
             ema.load_state_dict(ck["ema"])
         loader.strategy.load_state_dict(ck["strategy"])
         torch.set_rng_state(ck["rng"]["torch"])
+        if "cuda" in ck["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(ck["rng"]["cuda"])
         start_epoch, it = ck["epoch"] + 1, ck["iteration"]
         best_score, best_epoch = ck["best_score"], ck["best_epoch"]
         monitor.losses, monitor.streak = list(ck["health_losses"]), ck["health_streak"]
-        log(f"resumed from {resume} at epoch {start_epoch}")
+        if _stopped_early(ck["epoch"], best_epoch, cfg) or start_epoch >= cfg.epochs:
+            start_epoch = cfg.epochs  # the run had finished: nothing to train, say so below
+            log(f"{resume}: the run finished at epoch {ck['epoch']}; nothing left to train")
+        else:
+            log(f"resumed from {resume} at epoch {start_epoch}")
     else:
+        if held:  # --overwrite: the old run goes only now that the new one is ready to write
+            shutil.rmtree(out)
+        out.mkdir(parents=True, exist_ok=True)
         (out / "metrics.jsonl").write_text("")
         first = [b for _, b in zip(range(2), loader, strict=False)]
         text, warnings = batch_report(first, store.label_spec.ignore,
@@ -193,6 +241,9 @@ def train(cfg: Config, *, resume: str | None = None, stop_after_epochs: int | No
         log(text)
         for w in warnings:
             log(f"WARNING: {w}")
+
+    with atomic_write(out / "config.yaml") as f:
+        f.write(config_to_yaml(cfg).encode())
 
     # ------------------------------------------------------------------ epochs
     exit_code = 0
@@ -293,7 +344,7 @@ def train(cfg: Config, *, resume: str | None = None, stop_after_epochs: int | No
         if improved:
             best_score, best_epoch = score, epoch
         state = {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                 "ema": ema.state_dict() if ema is not None else None, "scaler": None,
+                 "ema": ema.state_dict() if ema is not None else None,
                  "strategy": loader.strategy.state_dict(), "rng": _rng_state(),
                  "config": asdict(cfg), "epoch": epoch, "iteration": it,
                  "best_score": best_score, "best_epoch": best_epoch,
@@ -307,7 +358,7 @@ def train(cfg: Config, *, resume: str | None = None, stop_after_epochs: int | No
                 "alarms above")
             exit_code = COLLAPSE_EXIT
             break
-        if epoch - best_epoch >= cfg.early_stopping_patience:
+        if _stopped_early(epoch, best_epoch, cfg):
             log(f"early stop: no better validation score for {cfg.early_stopping_patience} "
                 f"epochs (best {best_score:.4f} at epoch {best_epoch})")
             break
@@ -318,12 +369,16 @@ def train(cfg: Config, *, resume: str | None = None, stop_after_epochs: int | No
     return exit_code
 
 
-def _parse_argv(argv: list[str]) -> tuple[str | None, str | None, dict[str, str]]:
-    """``--config PATH``, ``--resume DIR`` and ``--key=value`` / ``--key value`` overrides."""
-    config, resume, overrides = None, None, {}
+def _parse_argv(argv: list[str]) -> tuple[str | None, str | None, bool, dict[str, str]]:
+    """``--config PATH``, ``--resume DIR``, ``--overwrite`` and ``--key=value`` / ``--key value``
+    overrides."""
+    config, resume, overwrite, overrides = None, None, False, {}
     i = 0
     while i < len(argv):
         arg = argv[i]
+        if arg == "--overwrite":
+            overwrite, i = True, i + 1
+            continue
         if arg in ("-h", "--help"):
             print(__doc__)
             print("config keys (default):")
@@ -344,22 +399,21 @@ def _parse_argv(argv: list[str]) -> tuple[str | None, str | None, dict[str, str]
         else:
             overrides[key] = value
         i += 1
-    return config, resume, overrides
+    return config, resume, overwrite, overrides
 
 
+@user_errors
 def main(argv: list[str] | None = None) -> int:
-    try:
-        config, resume, overrides = _parse_argv(sys.argv[1:] if argv is None else argv)
-        if resume:
-            cfg = config_from_dict(load_checkpoint(resume)["config"])
-            cfg.out = str(Path(resume))
-        else:
-            cfg = load_config(config)
-        cfg = apply_overrides(cfg, overrides)
-        return train(cfg, resume=resume)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    config, resume, overwrite, overrides = _parse_argv(sys.argv[1:] if argv is None else argv)
+    if resume and overwrite:
+        raise ValueError("--resume continues a run and --overwrite deletes it: pass one")
+    if resume:
+        cfg = config_from_dict(load_checkpoint(resume)["config"])
+        cfg.out = str(Path(resume) if Path(resume).is_dir() else Path(resume).parent)
+    else:
+        cfg = load_config(config)
+    cfg = apply_overrides(cfg, overrides)
+    return train(cfg, resume=resume, overwrite=overwrite)
 
 
 if __name__ == "__main__":
