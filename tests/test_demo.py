@@ -22,3 +22,5 @@ def test_demo_runs_end_to_end_and_resumes(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "already there" in out and "skipped 2 already complete" in out
     assert "0 volumes indexed, 2 reused unchanged" in out
+    assert "resuming" in out and "nothing left to train" in out and "Epoch 0" not in out
+    assert "verdict:" in out
