@@ -16,10 +16,14 @@ from trainer.losses import (
     ConnectivityLoss,
     DiceLoss,
     FocalLoss,
+    LossSettings,
+    LossTerm,
     LossWeights,
+    TermValue,
     build_loss,
     make_targets,
 )
+from trainer.losses.compound import LOSS_TERMS
 from vesuvius_data import VolumeSource, build_index
 from vesuvius_data.derived import medial_skeleton, signed_distance
 from vesuvius_data.synthetic import make_volume
@@ -72,8 +76,9 @@ def sheet_patch():
 
 
 def all_terms() -> CompoundLoss:
-    return CompoundLoss(LossWeights(), focal_gamma=2.0, focal_alpha=0.5,
-                        class_weights=(0.6, 3.0), cldice_iterations=3)
+    return CompoundLoss(LossWeights(), LossSettings(focal_gamma=2.0, focal_alpha=0.5,
+                                                    class_weights=(0.6, 3.0),
+                                                    cldice_iterations=3))
 
 
 def test_ignore_voxels_change_neither_loss_nor_gradients(sheet_patch):
@@ -195,18 +200,18 @@ def test_build_loss_chooses_and_says(sheet_patch):
     index = build_index([VolumeSource("v", da.from_array(label, chunks=24))], 16, 8,
                         progress=False)
     said = []
-    auto = build_loss(index=index, log=said.append)
+    auto = build_loss(census=index.census(), log=said.append)
     w = index.class_weights()
     assert auto.terms["focal"].class_weights == (w["background"], w["foreground"])
     assert auto.terms["focal"].alpha == 0.5  # balanced once, not twice
     assert "class weights (auto" in said[0] and "focal alpha" in said[1]
-    plain = build_loss(index=index, use_class_weights=False, log=said.append)
+    plain = build_loss(census=index.census(), use_class_weights=False, log=said.append)
     assert plain.terms["focal"].class_weights is None
     assert plain.terms["focal"].alpha == pytest.approx(index.focal_alpha())
     given = build_loss(use_class_weights=True, background_weight=1, foreground_weight=7,
                        focal_alpha=0.3, log=said.append)
     assert given.terms["focal"].class_weights == (1.0, 7.0) and given.terms["focal"].alpha == 0.3
-    with pytest.raises(ValueError, match="needs the patch index"):
+    with pytest.raises(ValueError, match="needs the training volumes' census"):
         build_loss(log=said.append)
     with pytest.raises(ValueError, match="all loss weights are zero"):
         CompoundLoss(LossWeights(0, 0, 0, 0, 0))
@@ -215,9 +220,36 @@ def test_build_loss_chooses_and_says(sheet_patch):
 def test_per_sample_losses_rank_patches(sheet_patch):
     label, targets = sheet_patch
     fg = torch.from_numpy(label == 1)[None, None]
-    two = type(targets)(*(torch.cat([t, t]) if t is not None else None for t in
-                          (targets.valid, targets.fg, targets.sdt, targets.skeleton)))
+    two = targets.map(lambda t: torch.cat([t, t]))
     logits = torch.cat([torch.where(fg, 6.0, -6.0), torch.zeros_like(fg, dtype=torch.float32)])
     out = all_terms()(logits, two)
     assert out.per_sample.shape == (2,) and out.per_sample[0] < out.per_sample[1]
     assert not out.per_sample.requires_grad
+
+
+class _ToyTerm(torch.nn.Module):
+    """A term that reads a derived target no built-in term knows: mean p where toy == 1."""
+
+    def forward(self, logits, t):
+        toy = t.require("toy", "toy").float()
+        per_sample = (torch.sigmoid(logits) * toy).flatten(1).mean(1)
+        return TermValue(per_sample.mean(), per_sample)
+
+
+def test_a_new_term_with_a_new_derived_target_is_one_registry_line(monkeypatch, sheet_patch):
+    label, targets = sheet_patch
+    monkeypatch.setitem(LOSS_TERMS, "toy", LossTerm(lambda s: _ToyTerm(), needs=("toy",)))
+    loss = CompoundLoss({"dice": 1.0, "toy": 2.0})
+    assert loss.needs() == {"toy"} and list(loss.terms) == ["dice", "toy"]
+    toy = torch.zeros_like(targets.fg, dtype=torch.uint8)
+    toy[..., :4] = 1
+    with_toy = make_targets(torch.from_numpy(label)[None, None], toy=toy)
+    logits = torch.zeros_like(targets.fg)  # p = 0.5 everywhere
+    out = loss(logits, with_toy)
+    share = float(toy.float().mean())
+    assert out.terms["toy"] == pytest.approx(0.5 * share)
+    assert float(out.total) == pytest.approx(out.terms["dice"] + 2.0 * 0.5 * share, rel=1e-5)
+    with pytest.raises(ValueError, match="needs the 'toy' target"):
+        loss(logits, make_targets(torch.from_numpy(label)[None, None]))
+    with pytest.raises(ValueError, match=r"unknown loss term\(s\) \['nope'\]"):
+        CompoundLoss({"nope": 1.0})

@@ -2,12 +2,20 @@
 
 from .boundary import BoundaryLoss
 from .cldice import ClDiceLoss, soft_skeleton
-from .compound import TERM_NAMES, CompoundLoss, LossOutput, LossWeights, build_loss
+from .compound import (
+    LOSS_TERMS,
+    CompoundLoss,
+    LossOutput,
+    LossSettings,
+    LossTerm,
+    LossWeights,
+    build_loss,
+)
 from .connectivity import ConnectivityLoss
 from .dice import DiceLoss
 from .focal import FocalLoss
 from .targets import Targets, TermValue, make_targets
 
 __all__ = ["BoundaryLoss", "ClDiceLoss", "CompoundLoss", "ConnectivityLoss", "DiceLoss",
-           "FocalLoss", "LossOutput", "LossWeights", "TERM_NAMES", "Targets", "TermValue",
-           "build_loss", "make_targets", "soft_skeleton"]
+           "FocalLoss", "LOSS_TERMS", "LossOutput", "LossSettings", "LossTerm", "LossWeights",
+           "Targets", "TermValue", "build_loss", "make_targets", "soft_skeleton"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .targets import Targets, TermValue, float32_term, masked_sum, require
+from .targets import Targets, TermValue, float32_term, masked_sum
 
 
 class BoundaryLoss(nn.Module):
@@ -26,7 +26,7 @@ class BoundaryLoss(nn.Module):
 
     @float32_term
     def forward(self, logits: torch.Tensor, t: Targets) -> TermValue:
-        sdt = require(t.sdt, "sdt", "boundary", "boundary_weight")
+        sdt = t.require("sdt", "boundary")
         p = torch.sigmoid(logits)
         valid = t.valid.float()
         total = masked_sum(p * sdt.clamp(-self.clip, self.clip) / self.clip, valid)

@@ -12,7 +12,6 @@ from .targets import (
     TermValue,
     float32_term,
     masked_sum,
-    require,
 )
 
 
@@ -34,7 +33,7 @@ class ConnectivityLoss(nn.Module):
 
     @float32_term
     def forward(self, logits: torch.Tensor, t: Targets) -> TermValue:
-        skeleton = require(t.skeleton, "skeleton", "connectivity", "connectivity_weight")
+        skeleton = t.require("skeleton", "connectivity")
         p = torch.sigmoid(logits)
         valid = t.valid.float()
         surface = (skeleton == SKELETON_SURFACE).float() * valid

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import torch
 
 from vesuvius_data.labels import LabelSpec
 
-__all__ = ["Targets", "make_targets", "TermValue", "float32_term", "masked_sum", "require"]
+__all__ = ["Targets", "make_targets", "TermValue", "float32_term", "masked_sum"]
 
 #: values of the stored skeleton target
 SKELETON_SURFACE, SKELETON_GAP = 1, 2
@@ -28,21 +28,40 @@ class Targets:
     """Per-voxel targets, each (B, 1, D, H, W).
 
     valid: bool, label != ignore. fg: float32 0/1, label == foreground (0 where not valid).
-    sdt: float32 signed distance to the surface (negative inside), clipped; or None.
-    skeleton: uint8, 1 on the surface's medial surface, 2 on the medial surface of the gaps
-        between sheets, 0 elsewhere; or None.
+    derived: the stored derived targets a batch carries, by role (``vesuvius_data.derived``),
+        e.g. ``sdt`` (float32 signed distance to the surface, negative inside, clipped) and
+        ``skeleton`` (uint8: 1 on the surface's medial surface, 2 on the medial surface of the
+        gaps between sheets). A new target needs no change here.
     """
 
     valid: torch.Tensor
     fg: torch.Tensor
-    sdt: torch.Tensor | None = None
-    skeleton: torch.Tensor | None = None
+    derived: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def sdt(self) -> torch.Tensor | None:
+        return self.derived.get("sdt")
+
+    @property
+    def skeleton(self) -> torch.Tensor | None:
+        return self.derived.get("skeleton")
+
+    def require(self, role: str, term: str) -> torch.Tensor:
+        """The derived target ``role``, or an error that says how to make it."""
+        if role not in self.derived:
+            raise ValueError(f"the {term} loss needs the {role!r} target: derive it with "
+                             f"`python tools/derive.py STORE` (or set {term}_weight=0)")
+        return self.derived[role]
+
+    def map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> Targets:
+        """The same targets with ``fn`` applied to every tensor (e.g. downsampling)."""
+        return Targets(fn(self.valid), fn(self.fg), {k: fn(v) for k, v in self.derived.items()})
 
 
 def make_targets(label: torch.Tensor, spec: LabelSpec | None = None,
-                 sdt: torch.Tensor | None = None,
-                 skeleton: torch.Tensor | None = None) -> Targets:
-    """Targets from a raw label batch; raises on values outside the spec."""
+                 **derived: torch.Tensor | None) -> Targets:
+    """Targets from a raw label batch and any derived targets (``sdt=...``); raises on label
+    values outside the spec. Floating derived targets become float32."""
     spec = spec or LabelSpec()
     label = label.long()
     allowed = torch.tensor(spec.allowed, device=label.device)
@@ -52,8 +71,8 @@ def make_targets(label: torch.Tensor, spec: LabelSpec | None = None,
         raise ValueError(f"label values {vals} are outside the label spec {spec.allowed}")
     valid = label != spec.ignore
     fg = (label == spec.foreground).float()
-    return Targets(valid, fg, None if sdt is None else sdt.float(),
-                   None if skeleton is None else skeleton)
+    return Targets(valid, fg, {k: v.float() if v.is_floating_point() else v
+                               for k, v in derived.items() if v is not None})
 
 
 class TermValue(NamedTuple):
@@ -72,14 +91,6 @@ def float32_term(forward: Callable[..., TermValue]) -> Callable[..., TermValue]:
             return forward(self, logits.float(), targets)
 
     return wrapper
-
-
-def require(target: torch.Tensor | None, name: str, term: str, weight_key: str) -> torch.Tensor:
-    """The derived target ``name``, or an error that says how to make it."""
-    if target is None:
-        raise ValueError(f"{term} loss needs the {name!r} target: derive it with "
-                         f"`python tools/derive.py STORE` (or set {weight_key}=0)")
-    return target
 
 
 def masked_sum(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
