@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["LabelSpec", "LabelCensus", "count_labels"]
+__all__ = ["LabelSpec", "LabelCensus", "CLASS_WEIGHT_SCHEMES", "count_labels"]
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,19 @@ class LabelSpec:
             )
 
 
+def _inverse(f: np.ndarray) -> np.ndarray:
+    return 1.0 / (len(f) * f)
+
+
+def _sqrt_inverse(f: np.ndarray) -> np.ndarray:
+    w = 1.0 / np.sqrt(f)
+    return w / float((f * w).sum())
+
+
+#: class-weight schemes over labeled-voxel frequencies f_c; each has frequency-weighted mean 1
+CLASS_WEIGHT_SCHEMES = {"inverse": _inverse, "sqrt-inverse": _sqrt_inverse}
+
+
 @dataclass(frozen=True)
 class LabelCensus:
     """Voxel counts per class, with fractions over all voxels and over labeled voxels."""
@@ -94,6 +107,27 @@ class LabelCensus:
     def foreground_share_of_labeled(self) -> float:
         """Surface voxels / labeled voxels: the number class weights must be built from."""
         return self.foreground / self.labeled if self.labeled else float("nan")
+
+    def class_weights(self, scheme: str = "inverse") -> dict[str, float]:
+        """Class weights from labeled-voxel frequencies f_bg, f_fg (label 2 never counts).
+
+        ``inverse``: w_c = 1 / (K f_c) with K = 2 classes, so the frequency-weighted mean
+        f_bg w_bg + f_fg w_fg is exactly 1 and the loss scale is unchanged. ``sqrt-inverse``:
+        w_c proportional to 1 / sqrt(f_c), normalised the same way (milder).
+        """
+        if scheme not in CLASS_WEIGHT_SCHEMES:
+            raise ValueError(f"unknown class-weight scheme {scheme!r}; "
+                             f"valid: {', '.join(CLASS_WEIGHT_SCHEMES)}")
+        if self.labeled == 0 or self.foreground == 0 or self.background == 0:
+            raise ValueError("class weights need both classes among labeled voxels; "
+                             f"census: {self.to_dict()}")
+        f = np.array([self.background, self.foreground], np.float64) / self.labeled
+        w = CLASS_WEIGHT_SCHEMES[scheme](f)
+        return {"background": float(w[0]), "foreground": float(w[1])}
+
+    def focal_alpha(self) -> float:
+        """Focal-loss alpha for the surface class that balances classes: f_bg over labeled."""
+        return float(self.background / self.labeled) if self.labeled else 0.5
 
     def __add__(self, other: LabelCensus) -> LabelCensus:
         return LabelCensus(

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from ._atomic import atomic_write
-from .labels import LabelCensus, LabelSpec
+from .labels import CLASS_WEIGHT_SCHEMES, LabelCensus, LabelSpec
 
 __all__ = ["PatchIndex", "IndexParams", "COUNT_COLUMNS", "CLASS_WEIGHT_SCHEMES",
            "default_index_path"]
@@ -80,19 +80,6 @@ def default_index_path(store: str | os.PathLike[str], patch: int, stride: int) -
     """Where an index lives unless told otherwise: beside the store, named by its geometry."""
     p = Path(str(store).rstrip("/"))
     return p.parent / f"{p.name}.index_p{patch}_s{stride}.npz"
-
-
-def _inverse(f: np.ndarray) -> np.ndarray:
-    return 1.0 / (len(f) * f)
-
-
-def _sqrt_inverse(f: np.ndarray) -> np.ndarray:
-    w = 1.0 / np.sqrt(f)
-    return w / float((f * w).sum())
-
-
-#: class-weight schemes over labeled-voxel frequencies f_c; each has frequency-weighted mean 1
-CLASS_WEIGHT_SCHEMES = {"inverse": _inverse, "sqrt-inverse": _sqrt_inverse}
 
 
 class PatchIndex:
@@ -169,9 +156,18 @@ class PatchIndex:
         return np.flatnonzero(self.columns["volume"] == code)
 
     def subset(self, rows: np.ndarray) -> PatchIndex:
-        """A new index holding only ``rows`` (a boolean mask or row numbers)."""
-        return PatchIndex({k: v[rows] for k, v in self.columns.items()}, self.params,
-                          self.volumes, self.meta)
+        """A new index holding only ``rows`` (a boolean mask or row numbers) and only the
+        volumes they come from, so that its statistics (census, class weights, focal alpha,
+        balanced sampling's threshold) describe what it draws from: a training fold's index
+        knows nothing of the validation volumes."""
+        columns = {k: v[rows] for k, v in self.columns.items()}
+        ids = self.volume_ids
+        kept = np.unique(columns["volume"])
+        recode = np.zeros(max(len(ids), 1), columns["volume"].dtype)
+        recode[kept] = np.arange(len(kept))
+        columns["volume"] = recode[columns["volume"]]
+        return PatchIndex(columns, self.params, {ids[i]: self.volumes[ids[i]] for i in kept},
+                          self.meta)
 
     def nbytes(self) -> int:
         return int(sum(c.nbytes for c in self.columns.values()))
@@ -187,27 +183,12 @@ class PatchIndex:
         return total
 
     def class_weights(self, scheme: str = "inverse") -> dict[str, float]:
-        """Class weights from labeled-voxel frequencies f_bg, f_fg (label 2 never counts).
-
-        ``inverse``: w_c = 1 / (K f_c) with K = 2 classes, so the frequency-weighted mean
-        f_bg w_bg + f_fg w_fg is exactly 1 and the loss scale is unchanged. ``sqrt-inverse``:
-        w_c proportional to 1 / sqrt(f_c), normalised the same way (milder).
-        """
-        if scheme not in CLASS_WEIGHT_SCHEMES:
-            raise ValueError(f"unknown class-weight scheme {scheme!r}; "
-                             f"valid: {', '.join(CLASS_WEIGHT_SCHEMES)}")
-        c = self.census()
-        if c.labeled == 0 or c.foreground == 0 or c.background == 0:
-            raise ValueError("class weights need both classes among labeled voxels; "
-                             f"census: {c.to_dict()}")
-        f = np.array([c.background, c.foreground], np.float64) / c.labeled
-        w = CLASS_WEIGHT_SCHEMES[scheme](f)
-        return {"background": float(w[0]), "foreground": float(w[1])}
+        """``LabelCensus.class_weights`` of this index's volumes."""
+        return self.census().class_weights(scheme)
 
     def focal_alpha(self) -> float:
-        """Focal-loss alpha for the surface class that balances classes: f_bg over labeled."""
-        c = self.census()
-        return float(c.background / c.labeled) if c.labeled else 0.5
+        """``LabelCensus.focal_alpha`` of this index's volumes."""
+        return self.census().focal_alpha()
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike[str]) -> None:
