@@ -59,7 +59,7 @@ def test_tool_stores_targets_and_loader_delivers_them(tmp_path, store, capsys):
 
 
 def test_rewritten_volume_loses_stale_targets(tmp_path, store, small_pair):
-    derive.main([str(tmp_path / "store.zarr"), "--quiet"])
+    assert derive.main([str(tmp_path / "store.zarr"), "--quiet"]) == 0
     store = VolumeStore.open(tmp_path / "store.zarr", mode="a")
     store.add_volume("vol_a", *small_pair, overwrite=True)
     assert store.info("vol_a").derived == {}

@@ -45,10 +45,17 @@ class TestContract:
         np.testing.assert_array_equal(a, b)
         assert not np.array_equal(a, c)
 
-    def test_state_round_trip(self, index, name):
-        s = make_strategy(name, index)
+    def test_feedback_and_state_round_trip(self, index, name):
+        """Stateful strategies (hard-negative) move with feedback and their state restores the
+        moved distribution; stateless ones ignore feedback and have no state to lose."""
+        s, fresh = make_strategy(name, index), make_strategy(name, index)
         rows = np.arange(0, len(index), 3)
         s.update(rows, np.linspace(0, 2, len(rows)))
+        moved = not np.allclose(s.probabilities(), fresh.probabilities())
+        assert moved == (name == "hard-negative")
+        if not moved:
+            assert s.state_dict() == {"name": name}  # nothing but its name to restore
+            return
         t = make_strategy(name, index)
         t.load_state_dict(s.state_dict())
         np.testing.assert_allclose(t.probabilities(), s.probabilities())

@@ -15,7 +15,7 @@ import shutil
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +31,20 @@ from vesuvius_data.patch_index import default_index_path
 
 from .augment import build_augmentation
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import Config, apply_overrides, config_from_dict, config_to_yaml, load_config
+from .config import (
+    Config,
+    apply_overrides,
+    check_names,
+    config_from_dict,
+    config_to_yaml,
+    describe_keys,
+    load_config,
+)
 from .folds import split_folds
 from .health import Confusion, HealthMonitor, batch_report
-from .losses import TERM_NAMES, CompoundLoss, Targets, build_loss, make_targets
+from .losses import CompoundLoss, Targets, build_loss, make_targets
 from .model import build_model, count_parameters
+from .optimizers import build_optimizer
 from .schedule import learning_rate
 from .validation import competition_score, empty_prediction_score, validation_boxes
 from .verdict import format_verdict, read_metrics, verdict
@@ -51,6 +60,12 @@ def _prepare_data(cfg: Config, needs: set[str], log) -> tuple[VolumeStore, Patch
     store = VolumeStore.open(cfg.data_dir)
     stride = cfg.stride or cfg.patch_size // 2
     missing = [v for v in store.ids() if not needs <= set(store.info(v).derived)]
+    underivable = sorted(needs - set(DERIVED_ROLES))
+    for vid in missing:
+        if not set(underivable) <= set(store.info(vid).derived):
+            raise ValueError(f"volume {vid} has no {underivable} target(s), which the loss "
+                             "needs and tools/derive.py does not make: store them with "
+                             "VolumeStore.add_derived")
     if needs and missing:
         log(f"deriving {', '.join(sorted(DERIVED_ROLES))} for {len(missing)} volumes (once; "
             f"see tools/derive.py)")
@@ -79,33 +94,24 @@ def _volume_rows(index: PatchIndex, ids: list[str]) -> np.ndarray:
     return np.flatnonzero(np.isin(index.volume, codes))
 
 
-def _batch_targets(batch: dict[str, Any], store: VolumeStore, device: torch.device) -> Targets:
-    get = lambda k: batch[k].to(device, non_blocking=True) if k in batch else None  # noqa: E731
-    return make_targets(get("label"), store.label_spec, get("sdt"), get("skeleton"))
+def _batch_targets(batch: dict[str, Any], store: VolumeStore, needs: set[str],
+                   device: torch.device) -> Targets:
+    def get(k: str) -> torch.Tensor:
+        return batch[k].to(device, non_blocking=True)
+
+    return make_targets(get("label"), store.label_spec, **{k: get(k) for k in needs})
 
 
-def _downsampled(t: Targets, factor: int) -> Targets:
-    s = (slice(None), slice(None)) + (slice(None, None, factor),) * 3
-    return Targets(*(None if x is None else x[s] for x in (t.valid, t.fg, t.sdt, t.skeleton)))
-
-
-def _loss(loss_fn, outputs, targets: Targets):
+def _loss(loss_fn: CompoundLoss, outputs, targets: Targets):
     """Compound loss; with deep supervision, weights 1, 1/2, 1/4 ... normalised to sum 1."""
     if isinstance(outputs, torch.Tensor):
         return loss_fn(outputs, targets), outputs
     weights = [0.5**i for i in range(len(outputs))]
     total = sum(weights)
-    outs = [loss_fn(o, _downsampled(targets, 2**i)) for i, o in enumerate(outputs)]
-    first = outs[0]
+    outs = [loss_fn(o, targets.map(lambda t, f=2**i: t[..., ::f, ::f, ::f]))
+            for i, o in enumerate(outputs)]
     combined = sum(w / total * o.total for w, o in zip(weights, outs, strict=True))
-    return first._replace(total=combined), outputs[0]
-
-
-def _rng_state() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
+    return outs[0]._replace(total=combined), outputs[0]
 
 
 def _held_run(out: Path) -> list[str]:
@@ -132,6 +138,196 @@ def _keep_metrics_until(path: Path, last_epoch: int) -> None:
         f.write("".join(kept).encode())
 
 
+def _loaders(cfg: Config, store: VolumeStore, index: PatchIndex, train_ids: list[str],
+             val_ids: list[str], needs: set[str]):
+    """Training loader (the configured strategy, augmentation) and validation loader (uniform,
+    the same patches every epoch), each over its own fold's rows only."""
+    roles = ("image", "label", *sorted(needs))
+    train_index = index.subset(_volume_rows(index, train_ids))
+    loader = make_loader(store, train_index, cfg.sampler, cfg.patch_size, cfg.batch_size,
+                         cfg.num_workers, cfg.seed, build_augmentation(cfg.augment),
+                         samples_per_epoch=cfg.iterations_per_epoch * cfg.batch_size,
+                         roles=roles, **cfg.sampler_options)
+    val_loader = make_loader(store, index.subset(_volume_rows(index, val_ids)), "uniform",
+                             cfg.patch_size, cfg.batch_size, cfg.num_workers, cfg.seed + 1,
+                             roles=roles, samples_per_epoch=cfg.val_iterations * cfg.batch_size)
+    return train_index, loader, val_loader
+
+
+def _metric_boxes(cfg: Config, store: VolumeStore, val_ids: list[str], log
+                  ) -> tuple[dict[str, tuple], float]:
+    """Validation regions the competition metric scores, and what an empty prediction scores
+    there: the yardstick the selection score must beat (dice scores it 0)."""
+    if not cfg.metric_every:
+        return {}, 0.0
+    boxes = validation_boxes(store, val_ids, cfg.metric_crop)
+    baseline = empty_prediction_score(store, boxes)
+    log(f"validation by the competition metric on {len(boxes)} volume(s) ("
+        + ("whole" if not cfg.metric_crop else f"centred {cfg.metric_crop}^3 crops")
+        + f") every {cfg.metric_every} epochs; an empty prediction scores {baseline:.4f}")
+    return boxes, baseline
+
+
+# ------------------------------------------------------------------ run state and checkpoints
+@dataclass
+class RunState:
+    """What a checkpoint holds besides the config; ``checkpoint_state`` and ``restore`` are its
+    matched pair (a test checks that restoring then saving gives back what was saved)."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    ema: torch.optim.swa_utils.AveragedModel | None
+    strategy: Any  # the training loader's sampling strategy (hard-negative keeps state)
+    monitor: HealthMonitor
+    index_path: str
+    epoch: int = -1  # the last finished epoch
+    iteration: int = 0
+    best_score: float = -math.inf
+    best_epoch: int = -1
+
+
+def checkpoint_state(run: RunState, cfg: Config) -> dict[str, Any]:
+    rng = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    return {"model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+            "ema": run.ema.state_dict() if run.ema is not None else None,
+            "strategy": run.strategy.state_dict(), "rng": rng, "config": asdict(cfg),
+            "epoch": run.epoch, "iteration": run.iteration, "best_score": run.best_score,
+            "best_epoch": run.best_epoch, "health_losses": list(run.monitor.losses),
+            "health_streak": run.monitor.streak, "index": run.index_path}
+
+
+def restore(run: RunState, ck: dict[str, Any]) -> None:
+    """Everything ``checkpoint_state`` saved, back into ``run`` (the config is the caller's)."""
+    run.model.load_state_dict(ck["model"])
+    run.optimizer.load_state_dict(ck["optimizer"])
+    if run.ema is not None and ck["ema"] is not None:
+        run.ema.load_state_dict(ck["ema"])
+    run.strategy.load_state_dict(ck["strategy"])
+    torch.set_rng_state(ck["rng"]["torch"])
+    if "cuda" in ck["rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(ck["rng"]["cuda"])
+    run.epoch, run.iteration = ck["epoch"], ck["iteration"]
+    run.best_score, run.best_epoch = ck["best_score"], ck["best_epoch"]
+    run.monitor.losses, run.monitor.streak = list(ck["health_losses"]), ck["health_streak"]
+    run.index_path = ck["index"]
+
+
+def _build_run(cfg: Config, census, strategy, index_path: str, device: torch.device,
+               log) -> RunState:
+    """Model (output bias at the training census's surface prior), optimizer, EMA."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        model = build_model(cfg.model, cfg.initial_filters, cfg.depth, cfg.deep_supervision,
+                            census.foreground_share_of_labeled).to(device)
+    log(f"model {cfg.model}: {count_parameters(model):,} parameters, initial_filters "
+        f"{cfg.initial_filters}, depth {cfg.depth}, output bias at the surface prior "
+        f"{census.foreground_share_of_labeled:.3f}")
+    opt = build_optimizer(cfg.optimizer, model.parameters(), cfg.learning_rate,
+                          cfg.weight_decay)
+    ema = (torch.optim.swa_utils.AveragedModel(
+        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema_decay))
+        if cfg.ema_decay > 0 else None)
+    return RunState(model, opt, ema, strategy, HealthMonitor(cfg.warmup_epochs), index_path)
+
+
+# ------------------------------------------------------------------ one epoch
+def _train_epoch(run: RunState, step_model, loader, loss_fn: CompoundLoss, store: VolumeStore,
+                 cfg: Config, device: torch.device, autocast, epoch: int) -> dict[str, Any]:
+    """One epoch of steps; returns the loss, its terms, the confusion summary and timings."""
+    t0 = time.perf_counter()
+    loader.set_epoch(epoch)
+    run.model.train()
+    total_iters = cfg.epochs * cfg.iterations_per_epoch
+    warmup_iters = cfg.warmup_epochs * cfg.iterations_per_epoch
+    needs = loss_fn.needs()
+    sums = dict.fromkeys(loss_fn.terms, 0.0) | {"total": 0.0}
+    conf, n_steps, wait, lr = Confusion(), 0, 0.0, 0.0
+    batches = iter(loader)
+    bar = tqdm(total=cfg.iterations_per_epoch, desc=f"epoch {epoch}", leave=False,
+               disable=None)  # no bar when the output is a log file
+    while True:
+        tw = time.perf_counter()
+        batch = next(batches, None)
+        wait += time.perf_counter() - tw
+        if batch is None:
+            break
+        lr = learning_rate(run.iteration, cfg.learning_rate, warmup_iters, total_iters,
+                           cfg.schedule)
+        for group in run.optimizer.param_groups:
+            group["lr"] = lr
+        targets = _batch_targets(batch, store, needs, device)
+        with autocast:
+            outputs = step_model(batch["image"].to(device, non_blocking=True))
+        result, logits = _loss(loss_fn, outputs, targets)
+        run.optimizer.zero_grad(set_to_none=True)
+        result.total.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.grad_clip)
+        run.optimizer.step()
+        if run.ema is not None:
+            run.ema.update_parameters(run.model)
+        run.strategy.update(batch["row"].numpy(), result.per_sample.cpu().numpy())
+        conf.add(logits, targets)
+        sums["total"] += result.total.detach().item()
+        for k, v in result.terms.items():
+            sums[k] += v
+        n_steps += 1
+        run.iteration += 1
+        bar.update()
+    bar.close()
+    seconds = time.perf_counter() - t0
+    n = max(n_steps, 1)
+    return {"train_loss": sums.pop("total") / n, "terms": {k: v / n for k, v in sums.items()},
+            "train": conf.summary(), "lr": lr, "data_wait_fraction": wait / seconds,
+            "iterations_per_s": n_steps / seconds}
+
+
+def _validate(model, val_loader, loss_fn: CompoundLoss, store: VolumeStore, boxes: dict,
+              cfg: Config, device: torch.device, autocast, epoch: int) -> dict[str, Any]:
+    """Validation loss and confusion on the same patches every epoch, plus the competition
+    score every ``metric_every`` epochs; ``score`` is the one number that picks best.pt."""
+    model.eval()
+    conf, total, n = Confusion(), 0.0, 0
+    val_loader.set_epoch(0)
+    with torch.no_grad():
+        for batch in val_loader:
+            targets = _batch_targets(batch, store, loss_fn.needs(), device)
+            with autocast:
+                logits = model(batch["image"].to(device))
+            total += loss_fn(logits, targets).total.item()
+            conf.add(logits, targets)
+            n += 1
+    stats = conf.summary()
+    competition = None
+    if cfg.metric_every and (epoch + 1) % cfg.metric_every == 0:
+        competition = competition_score(model, store, boxes, cfg, device)
+    # the guarded competition score when it is on (only epochs that computed it compete), else
+    # validation dice
+    score = competition["score"] if competition else (None if cfg.metric_every
+                                                      else stats["dice"])
+    return {"val_loss": total / max(n, 1), "val": stats, "dice": stats["dice"],
+            "competition": competition, "score": score,
+            "score_name": "competition" if cfg.metric_every else "dice"}
+
+
+def _epoch_line(r: dict[str, Any]) -> str:
+    t, c = r["train"], r["competition"]
+    terms = " ".join(f"{k} {v:.4f}" for k, v in r["terms"].items())
+    line = (f"Epoch {r['epoch']} | Train Loss: {r['train_loss']:.4f} | Val Loss: "
+            f"{r['val_loss']:.4f} | lr {r['lr']:.1e} | {terms} | pred_fg {t['pred_fg']:.3f} "
+            f"label_fg {t['label_fg']:.3f} | fg_recall {t['fg_recall']:.3f} bg_recall "
+            f"{t['bg_recall']:.3f} | val_dice {r['dice']:.4f}")
+    if c:
+        line += (f" | score {c['score']:.4f} (competition: topo {c['topo_score']:.3f} sdice "
+                 f"{c['surface_dice']:.3f} voi {c['voi_score']:.3f}"
+                 + (f"; {c['degenerate']} volume(s) nearly empty, scored 0"
+                    if c["degenerate"] else "") + ")")
+    return line
+
+
+# ------------------------------------------------------------------ the run
 def train(cfg: Config, *, resume: str | None = None, overwrite: bool = False,
           stop_after_epochs: int | None = None, log=print) -> int:
     """Run (or resume) training; returns the exit status (0 ok, 3 stopped on collapse).
@@ -141,18 +337,18 @@ def train(cfg: Config, *, resume: str | None = None, overwrite: bool = False,
     start that fails leaves no half run folder behind.
     """
     # ------------------------------------------------------------------ setup
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
-                and cfg.amp else nullcontext())
-    out = Path(cfg.out)
-    held = _held_run(out) if resume is None else []
+    check_names(cfg)
+    out, held = Path(cfg.out), _held_run(Path(cfg.out)) if resume is None else []
     if held and not overwrite:
         raise FileExistsError(f"{out} holds a run ({', '.join(held)}); continue it with "
                               f"--resume {out}, or start afresh with --overwrite (deletes it)")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
+                and cfg.amp else nullcontext())
     log(f"run {out} on {device}" + (f" ({torch.cuda.get_device_name()})"
                                     if device.type == "cuda" else ""))
 
-    # ------------------------------------------------------------------ loss and data
+    # ------------------------------------------------------------------ data and loss
     needs = CompoundLoss(cfg.loss_weights).needs()
     store, index, index_path = _prepare_data(cfg, needs, log)
     train_ids, val_ids = split_folds(store, index.volume_ids, cfg.num_folds, cfg.fold,
@@ -160,213 +356,101 @@ def train(cfg: Config, *, resume: str | None = None, overwrite: bool = False,
     log((f"fold {cfg.fold}/{cfg.num_folds}: " if not cfg.val_volumes else "")
         + f"{len(train_ids)} training volumes, "
         f"{len(val_ids)} validation volumes ({', '.join(val_ids)})")
-    train_index = index.subset(_volume_rows(index, train_ids))
-    val_index = index.subset(_volume_rows(index, val_ids))
+    train_index, loader, val_loader = _loaders(cfg, store, index, train_ids, val_ids, needs)
+    census = train_index.census()  # the training fold's only: nothing leaks from validation
     loss_fn = build_loss(cfg.loss_weights, focal_gamma=cfg.focal_gamma,
                          focal_alpha=cfg.focal_alpha, use_class_weights=cfg.use_class_weights,
                          background_weight=cfg.background_weight,
-                         foreground_weight=cfg.foreground_weight, index=index,
+                         foreground_weight=cfg.foreground_weight, census=census,
                          cldice_iterations=cfg.cldice_iterations,
                          boundary_clip=cfg.boundary_clip, log=log).to(device)
-    loader = make_loader(store, train_index, cfg.sampler, cfg.patch_size, cfg.batch_size,
-                         cfg.num_workers, cfg.seed, build_augmentation(cfg.augment),
-                         samples_per_epoch=cfg.iterations_per_epoch * cfg.batch_size,
-                         **cfg.sampler_options)
-    val_loader = make_loader(store, val_index, "uniform", cfg.patch_size, cfg.batch_size,
-                             cfg.num_workers, cfg.seed + 1,
-                             samples_per_epoch=cfg.val_iterations * cfg.batch_size)
-    census = index.census()
-    boxes = validation_boxes(store, val_ids, cfg.metric_crop) if cfg.metric_every else {}
-    # the yardstick the selection score must beat: an empty prediction (dice scores it 0)
-    baseline = empty_prediction_score(store, boxes) if boxes else 0.0
-    if boxes:
-        log(f"validation by the competition metric on {len(boxes)} volume(s) ("
-            + ("whole" if not cfg.metric_crop else f"centred {cfg.metric_crop}^3 crops")
-            + f") every {cfg.metric_every} epochs; an empty prediction scores {baseline:.4f}")
+    boxes, baseline = _metric_boxes(cfg, store, val_ids, log)
 
-    # ------------------------------------------------------------------ model, optimizer
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
-        model = build_model(cfg.model, cfg.initial_filters, cfg.depth, cfg.deep_supervision,
-                            census.foreground_share_of_labeled).to(device)
-    log(f"model {cfg.model}: {count_parameters(model):,} parameters, initial_filters "
-        f"{cfg.initial_filters}, depth {cfg.depth}, output bias at the surface prior "
-        f"{census.foreground_share_of_labeled:.3f}")
-    if cfg.optimizer == "adamw":
-        opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate,
-                                weight_decay=cfg.weight_decay)
-    elif cfg.optimizer == "sgd":
-        opt = torch.optim.SGD(model.parameters(), lr=cfg.learning_rate, momentum=0.99,
-                              nesterov=True, weight_decay=cfg.weight_decay)
-    else:
-        raise ValueError(f"unknown optimizer {cfg.optimizer!r}; valid: adamw, sgd")
-    ema = (torch.optim.swa_utils.AveragedModel(
-        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema_decay))
-        if cfg.ema_decay > 0 else None)
-    step_model = torch.compile(model) if cfg.compile else model
-    total_iters = cfg.epochs * cfg.iterations_per_epoch
-    warmup_iters = cfg.warmup_epochs * cfg.iterations_per_epoch
-    monitor = HealthMonitor(cfg.warmup_epochs)
-    start_epoch, best_score, best_epoch, it = 0, -math.inf, -1, 0
-
-    # ------------------------------------------------------------------ resume
-    if resume:
-        ck = load_checkpoint(resume)
-        _keep_metrics_until(out / "metrics.jsonl", ck["epoch"])
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        if ema is not None and ck.get("ema") is not None:
-            ema.load_state_dict(ck["ema"])
-        loader.strategy.load_state_dict(ck["strategy"])
-        torch.set_rng_state(ck["rng"]["torch"])
-        if "cuda" in ck["rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(ck["rng"]["cuda"])
-        start_epoch, it = ck["epoch"] + 1, ck["iteration"]
-        best_score, best_epoch = ck["best_score"], ck["best_epoch"]
-        monitor.losses, monitor.streak = list(ck["health_losses"]), ck["health_streak"]
-        if _stopped_early(ck["epoch"], best_epoch, cfg) or start_epoch >= cfg.epochs:
-            start_epoch = cfg.epochs  # the run had finished: nothing to train, say so below
-            log(f"{resume}: the run finished at epoch {ck['epoch']}; nothing left to train")
-        else:
-            log(f"resumed from {resume} at epoch {start_epoch}")
-    else:
-        if held:  # --overwrite: the old run goes only now that the new one is ready to write
-            shutil.rmtree(out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "metrics.jsonl").write_text("")
-        first = [b for _, b in zip(range(2), loader, strict=False)]
-        text, warnings = batch_report(first, store.label_spec.ignore,
-                                      store.label_spec.foreground,
-                                      census.foreground_share_of_labeled, cfg.sampler)
-        log(text)
-        for w in warnings:
-            log(f"WARNING: {w}")
-
+    # ------------------------------------------------------------------ model, resume or start
+    run = _build_run(cfg, census, loader.strategy, index_path, device, log)
+    step_model = torch.compile(run.model) if cfg.compile else run.model
+    first_epoch = _resume(run, resume, out, cfg, log) if resume else _start(
+        out, held, loader, store, census, cfg, log)
     with atomic_write(out / "config.yaml") as f:
         f.write(config_to_yaml(cfg).encode())
 
     # ------------------------------------------------------------------ epochs
-    exit_code = 0
+    exit_code = None
     last_epoch = cfg.epochs - 1 if stop_after_epochs is None else min(
-        cfg.epochs, start_epoch + stop_after_epochs) - 1
-    for epoch in range(start_epoch, last_epoch + 1):
+        cfg.epochs, first_epoch + stop_after_epochs) - 1
+    for epoch in range(first_epoch, last_epoch + 1):
         t0 = time.perf_counter()
-        loader.set_epoch(epoch)
-        model.train()
-        sums = dict.fromkeys(TERM_NAMES, 0.0) | {"total": 0.0}
-        conf, n_steps, wait = Confusion(), 0, 0.0
-        batches = iter(loader)
-        bar = tqdm(total=cfg.iterations_per_epoch, desc=f"epoch {epoch}", leave=False,
-                   disable=None)  # no bar when the output is a log file
-        while True:
-            tw = time.perf_counter()
-            batch = next(batches, None)
-            wait += time.perf_counter() - tw
-            if batch is None:
-                break
-            lr = learning_rate(it, cfg.learning_rate, warmup_iters, total_iters, cfg.schedule)
-            for group in opt.param_groups:
-                group["lr"] = lr
-            x = batch["image"].to(device, non_blocking=True)
-            targets = _batch_targets(batch, store, device)
-            with autocast:
-                outputs = step_model(x)
-            result, logits = _loss(loss_fn, outputs, targets)
-            opt.zero_grad(set_to_none=True)
-            result.total.backward()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
-            if ema is not None:
-                ema.update_parameters(model)
-            loader.strategy.update(batch["row"].numpy(), result.per_sample.cpu().numpy())
-            conf.add(logits, targets)
-            sums["total"] += result.total.detach().item()
-            for k, v in result.terms.items():
-                sums[k] += v
-            n_steps += 1
-            it += 1
-            bar.update()
-        bar.close()
-        train_time = time.perf_counter() - t0
-        train_loss = sums["total"] / max(n_steps, 1)
-        train_stats = conf.summary()
-
-        # validation: the same patches every epoch, EMA weights when kept
-        eval_model = ema.module if ema is not None else model
-        eval_model.eval()
-        val_conf, val_sum, val_n = Confusion(), 0.0, 0
-        val_loader.set_epoch(0)
-        with torch.no_grad():
-            for batch in val_loader:
-                targets = _batch_targets(batch, store, device)
-                with autocast:
-                    logits = eval_model(batch["image"].to(device))
-                val_sum += loss_fn(logits, targets).total.item()
-                val_conf.add(logits, targets)
-                val_n += 1
-        val_loss, val_stats = val_sum / max(val_n, 1), val_conf.summary()
-        competition = None
-        if cfg.metric_every and (epoch + 1) % cfg.metric_every == 0:
-            competition = competition_score(eval_model, store, boxes, cfg, device)
-        dice = val_stats["dice"]
-        # one score picks best.pt, drives early stopping, heads the epoch line and the verdict:
-        # the guarded competition score when it is on (only epochs that computed it compete),
-        # else validation dice
-        score = competition["score"] if competition else (None if cfg.metric_every else dice)
-
-        alarms = monitor.check(epoch, train_loss, train_stats)
-        terms = " ".join(f"{k} {sums[k] / max(n_steps, 1):.4f}" for k in TERM_NAMES
-                         if k in loss_fn.terms)
-        log(f"Epoch {epoch} | Train Loss: {train_loss:.4f} | Val Loss: {val_loss:.4f} | "
-            f"lr {lr:.1e} | {terms} | pred_fg {train_stats['pred_fg']:.3f} label_fg "
-            f"{train_stats['label_fg']:.3f} | fg_recall {train_stats['fg_recall']:.3f} "
-            f"bg_recall {train_stats['bg_recall']:.3f} | val_dice {dice:.4f}"
-            + (f" | score {competition['score']:.4f} (competition: topo "
-               f"{competition['topo_score']:.3f} sdice {competition['surface_dice']:.3f} "
-               f"voi {competition['voi_score']:.3f}"
-               + (f"; {competition['degenerate']} volume(s) nearly empty, scored 0"
-                  if competition["degenerate"] else "") + ")"
-               if competition else ""))
-        for a in alarms:
-            log(f"!!! {a}")
-        record = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "lr": lr,
-                  "terms": {k: sums[k] / max(n_steps, 1) for k in loss_fn.terms},
-                  "train": train_stats, "val": val_stats, "dice": dice, "score": score,
-                  "score_name": "competition" if cfg.metric_every else "dice",
-                  "baseline": baseline, "alarms": alarms, "competition": competition,
-                  "seconds": time.perf_counter() - t0, "data_wait_fraction": wait / train_time,
-                  "iterations_per_s": n_steps / train_time}
-        with open(out / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
-
-        improved = score is not None and score > best_score
-        if improved:
-            best_score, best_epoch = score, epoch
-        state = {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                 "ema": ema.state_dict() if ema is not None else None,
-                 "strategy": loader.strategy.state_dict(), "rng": _rng_state(),
-                 "config": asdict(cfg), "epoch": epoch, "iteration": it,
-                 "best_score": best_score, "best_epoch": best_epoch,
-                 "health_losses": monitor.losses, "health_streak": monitor.streak,
-                 "index": index_path}
-        save_checkpoint(out / "last.pt", state)
-        if improved:
-            save_checkpoint(out / "best.pt", state)
-        if alarms and cfg.stop_on_collapse:
-            log(f"stopping: training collapsed at epoch {epoch} (--stop_on_collapse); see the "
-                "alarms above")
-            exit_code = COLLAPSE_EXIT
-            break
-        if _stopped_early(epoch, best_epoch, cfg):
-            log(f"early stop: no better validation score for {cfg.early_stopping_patience} "
-                f"epochs (best {best_score:.4f} at epoch {best_epoch})")
+        part = _train_epoch(run, step_model, loader, loss_fn, store, cfg, device, autocast,
+                            epoch)
+        eval_model = run.ema.module if run.ema is not None else run.model  # EMA when kept
+        record = {"epoch": epoch, **part, **_validate(eval_model, val_loader, loss_fn, store,
+                                                      boxes, cfg, device, autocast, epoch)}
+        record |= {"baseline": baseline, "seconds": time.perf_counter() - t0,
+                   "alarms": run.monitor.check(epoch, record["train_loss"], record["train"])}
+        exit_code = _end_epoch(run, record, cfg, out, log)
+        if exit_code is not None:
             break
 
     # ------------------------------------------------------------------ verdict
     log(format_verdict(verdict(read_metrics(out))))
     log(f"metrics: {out / 'metrics.jsonl'}; plots: python tools/report.py {out}")
-    return exit_code
+    return exit_code or 0
+
+
+def _end_epoch(run: RunState, record: dict[str, Any], cfg: Config, out: Path, log) -> int | None:
+    """Log the epoch, append it to metrics.jsonl, checkpoint (best.pt when the score improved);
+    an exit status when the run must stop here (0 early stop, 3 collapse), else None."""
+    log(_epoch_line(record))
+    for a in record["alarms"]:
+        log(f"!!! {a}")
+    with open(out / "metrics.jsonl", "a") as f:
+        f.write(json.dumps(record) + "\n")
+    epoch = run.epoch = record["epoch"]
+    improved = record["score"] is not None and record["score"] > run.best_score
+    if improved:
+        run.best_score, run.best_epoch = record["score"], epoch
+    state = checkpoint_state(run, cfg)
+    save_checkpoint(out / "last.pt", state)
+    if improved:
+        save_checkpoint(out / "best.pt", state)
+    if record["alarms"] and cfg.stop_on_collapse:
+        log(f"stopping: training collapsed at epoch {epoch} (--stop_on_collapse); see the "
+            "alarms above")
+        return COLLAPSE_EXIT
+    if _stopped_early(epoch, run.best_epoch, cfg):
+        log(f"early stop: no better validation score for {cfg.early_stopping_patience} "
+            f"epochs (best {run.best_score:.4f} at epoch {run.best_epoch})")
+        return 0
+    return None
+
+
+def _resume(run: RunState, resume: str, out: Path, cfg: Config, log) -> int:
+    """Restore from ``resume``; the first epoch to train (``cfg.epochs`` when it finished)."""
+    ck = load_checkpoint(resume)
+    _keep_metrics_until(out / "metrics.jsonl", ck["epoch"])
+    restore(run, ck)
+    if _stopped_early(run.epoch, run.best_epoch, cfg) or run.epoch + 1 >= cfg.epochs:
+        log(f"{resume}: the run finished at epoch {run.epoch}; nothing left to train")
+        return cfg.epochs
+    log(f"resumed from {resume} at epoch {run.epoch + 1}")
+    return run.epoch + 1
+
+
+def _start(out: Path, held: list[str], loader, store: VolumeStore, census, cfg: Config,
+           log) -> int:
+    """A fresh run folder (the old run goes only now, under --overwrite) and the check of the
+    first batches; returns the first epoch, 0."""
+    if held:
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.jsonl").write_text("")
+    first = [b for _, b in zip(range(2), loader, strict=False)]
+    text, warnings = batch_report(first, store.label_spec.ignore, store.label_spec.foreground,
+                                  census.foreground_share_of_labeled, cfg.sampler)
+    log(text)
+    for w in warnings:
+        log(f"WARNING: {w}")
+    return 0
 
 
 def _parse_argv(argv: list[str]) -> tuple[str | None, str | None, bool, dict[str, str]]:
@@ -381,13 +465,14 @@ def _parse_argv(argv: list[str]) -> tuple[str | None, str | None, bool, dict[str
             continue
         if arg in ("-h", "--help"):
             print(__doc__)
-            print("config keys (default):")
-            for k, v in asdict(Config()).items():
-                print(f"  --{k}={v}")
+            print("  --overwrite  start afresh in an --out that holds a run (deletes it)\n"
+                  "config keys (--key=default  meaning):")
+            print(describe_keys())
             raise SystemExit(0)
         if not arg.startswith("--"):
             raise ValueError(f"unexpected argument {arg!r}; use --key=value")
         key, eq, value = arg[2:].partition("=")
+        key = key.replace("-", "_")  # --patch-size as the tools spell it, --patch_size too
         if not eq:
             if i + 1 >= len(argv):
                 raise ValueError(f"--{key} needs a value")
@@ -412,7 +497,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg.out = str(Path(resume) if Path(resume).is_dir() else Path(resume).parent)
     else:
         cfg = load_config(config)
-    cfg = apply_overrides(cfg, overrides)
+    cfg = check_names(apply_overrides(cfg, overrides))  # every name, before any data work
     return train(cfg, resume=resume, overwrite=overwrite)
 
 
