@@ -26,8 +26,8 @@ import numpy as np
 import psutil
 
 from vesuvius_data import VolumeStore, build_index
-from vesuvius_data._kernels import count_cells
-from vesuvius_data.index_build import sources_from_store
+from vesuvius_data.index._kernels import count_cells
+from vesuvius_data.index.build import sources_from_store
 from vesuvius_data.synthetic import make_volume
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from vesuvius_data import VolumeStore, build_index, make_loader
-from vesuvius_data.patch_index import COUNT_COLUMNS, IndexParams, PatchIndex
+from vesuvius_data.index.patch_index import COUNT_COLUMNS, IndexParams, PatchIndex
 from vesuvius_data.sampling import STRATEGIES, make_strategy
 from vesuvius_data.synthetic import make_volume
 

@@ -23,7 +23,7 @@ import zarr
 from zarr.codecs import BloscCodec, ZstdCodec
 
 from vesuvius_data import VolumeStore
-from vesuvius_data.competition import ingest_competition
+from vesuvius_data.store.competition import ingest_competition
 from vesuvius_data.synthetic import make_volume, write_competition_layout
 
 PATCH = 128

@@ -25,10 +25,10 @@ from trainer.train import main as train_main
 from trainer.train import train
 from trainer.verdict import read_metrics
 from vesuvius_data import PatchIndex, VolumeStore, build_index, make_loader
-from vesuvius_data.chunk_reader import ChunkReader
 from vesuvius_data.cli import message, user_errors
-from vesuvius_data.competition import ingest_competition, read_tif
-from vesuvius_data.integrity import RECORD_KEY, ChunkError
+from vesuvius_data.store.chunk_reader import ChunkReader
+from vesuvius_data.store.competition import ingest_competition, read_tif
+from vesuvius_data.store.integrity import RECORD_KEY, ChunkError
 from vesuvius_data.synthetic import make_volume, write_competition_layout
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -463,7 +463,8 @@ def test_user_errors_decorator_keeps_tracebacks_for_bugs(capsys, monkeypatch):
 
 def test_message_of_a_worker_error_is_its_last_line():
     err = ValueError("Caught ChunkError in DataLoader worker process 0.\nOriginal Traceback "
-                     "(most recent call last):\n  File ...\nvesuvius_data.integrity.ChunkError: "
+                     "(most recent call last):\n  File ...\n"
+                     "vesuvius_data.store.integrity.ChunkError: "
                      "volume 'v', array 'label', chunk c/0/0/0: missing")
     assert message(err) == "volume 'v', array 'label', chunk c/0/0/0: missing"
     assert message(KeyError("no volume 'x'")) == "no volume 'x'"

@@ -15,8 +15,8 @@ from conftest import CountingStore
 
 from tools import index as index_tool
 from vesuvius_data import LabelSpec, PatchIndex, VolumeSource, VolumeStore, build_index
-from vesuvius_data.index_build import SmallVolumeWarning
-from vesuvius_data.patch_index import IndexParams
+from vesuvius_data.index.build import SmallVolumeWarning
+from vesuvius_data.index.patch_index import IndexParams
 
 
 def brute_force_rows(label, image, P, S, air=0, spec=None):

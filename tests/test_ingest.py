@@ -6,7 +6,7 @@ import tifffile
 
 from tools import ingest
 from vesuvius_data import VolumeStore
-from vesuvius_data.competition import ingest_competition, scan_competition
+from vesuvius_data.store.competition import ingest_competition, scan_competition
 from vesuvius_data.synthetic import write_competition_layout
 
 SHAPE = (16, 24, 32)

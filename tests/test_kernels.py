@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vesuvius_data._kernels import CHANNELS, count_cells
+from vesuvius_data.index._kernels import CHANNELS, count_cells
 
 
 def reference_cells(label, image, stride, fg=1, bg=0, ignore=2, air=0):

@@ -10,9 +10,9 @@ import zarr
 import zarr.storage
 
 from vesuvius_data import PatchIndex, VolumeStore, build_index, make_loader
-from vesuvius_data.chunk_reader import ChunkReader, WindowCache
-from vesuvius_data.loader import _zscore
+from vesuvius_data.normalize import _zscore
 from vesuvius_data.sampling import StrategySampler
+from vesuvius_data.store.chunk_reader import ChunkReader, WindowCache
 from vesuvius_data.synthetic import make_volume
 
 
@@ -43,7 +43,7 @@ def test_chunk_fast_path_equals_zarr_on_every_chunk(tmp_path, codec):
 
 
 def test_fast_array_equals_zarr_on_any_slice(store):
-    from vesuvius_data.chunk_reader import FastArray
+    from vesuvius_data.store.chunk_reader import FastArray
 
     arr = store.zarr_array("vol_a", "label")  # 48x56x64 in 16^3 chunks
     fast = FastArray(arr)

@@ -9,7 +9,7 @@ from scipy import stats
 
 from vesuvius_data import PatchIndex, VolumeSource, build_index
 from vesuvius_data.sampling import STRATEGIES, CdfSampler, make_strategy
-from vesuvius_data.sampling.hard_negative import SumTree
+from vesuvius_data.sampling.sum_tree import SumTree
 from vesuvius_data.synthetic import make_volume
 
 

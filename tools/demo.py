@@ -30,7 +30,7 @@ if __package__ in (None, ""):  # run as `python tools/demo.py`: make `tools` imp
 from tools import index, ingest, report, strategies, synth  # noqa: E402
 from trainer.train import main as train_main  # noqa: E402
 from vesuvius_data.cli import positive_int, user_errors  # noqa: E402
-from vesuvius_data.patch_index import default_index_path  # noqa: E402
+from vesuvius_data.index import default_index_path, default_stride  # noqa: E402
 
 
 @user_errors
@@ -62,13 +62,13 @@ def main(argv: list[str] | None = None) -> int:
     rc = ingest.main([str(src), str(store)])
     if rc:
         return rc
-    print(f"\n== 3. patch index (patch {args.patch_size}, stride {args.patch_size // 2})")
+    stride = default_stride(args.patch_size)
+    print(f"\n== 3. patch index (patch {args.patch_size}, stride {stride})")
     rc = index.main([str(store), "--patch-size", str(args.patch_size),
                      "--report", str(args.out / "index_report.png")])
     if rc:
         return rc
     print("\n== 4. sampling strategies")
-    stride = max(args.patch_size // 2, 1)
     rc = strategies.main([str(default_index_path(store, args.patch_size, stride)),
                           "--store", str(store)])
     if rc or args.train == "none":

@@ -22,10 +22,10 @@ from tqdm.auto import tqdm
 
 from vesuvius_data.cli import positive_int, user_errors
 from vesuvius_data.metrics import VolumeScore, score_volume
-from vesuvius_data.volume_sources import VolumeSource, pair_ids, volume_sources
+from vesuvius_data.store.handles import VolumeHandle, pair_ids, volume_handles
 
 
-def _score_one(vid: str, pred_src: VolumeSource, label_src: VolumeSource,
+def _score_one(vid: str, pred_src: VolumeHandle, label_src: VolumeHandle,
                tau: float) -> VolumeScore:
     pred, label = pred_src.read(), label_src.read()
     if pred.shape != label.shape:
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="score N volumes at once (processes)")
     ap.add_argument("--tau", type=float, default=2.0, help="SurfaceDice tolerance in voxels")
     args = ap.parse_args(argv)
-    preds, labels = volume_sources(args.pred), volume_sources(args.labels)
+    preds, labels = volume_handles(args.pred), volume_handles(args.labels)
     ids = pair_ids(preds, labels)
     scores: dict[str, VolumeScore] = {}
     with tqdm(total=len(ids), desc="score", unit="vol", disable=None) as bar:

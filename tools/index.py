@@ -17,9 +17,9 @@ import warnings
 from pathlib import Path
 
 from vesuvius_data.cli import positive_int, user_errors
-from vesuvius_data.index_build import DEFAULT_BLOCK, SmallVolumeWarning, build_index
-from vesuvius_data.index_report import format_summary, summarize, write_report_png
-from vesuvius_data.patch_index import PatchIndex, default_index_path
+from vesuvius_data.index.build import DEFAULT_BLOCK, SmallVolumeWarning, build_index
+from vesuvius_data.index.patch_index import PatchIndex, default_index_path, default_stride
+from vesuvius_data.index.report import format_summary, summarize, write_report_png
 from vesuvius_data.store import VolumeStore
 
 
@@ -55,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
 @user_errors
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    stride = args.stride or max(args.patch_size // 2, 1)
+    stride = args.stride or default_stride(args.patch_size)
     out = args.out or default_index_path(args.store, args.patch_size, stride)
     client = cluster = None
     try:

@@ -13,10 +13,10 @@ import sys
 import time
 from pathlib import Path
 
-from vesuvius_data.census import census_by_scroll, format_census_table
 from vesuvius_data.cli import positive_int, user_errors
-from vesuvius_data.competition import ingest_competition, scan_competition
 from vesuvius_data.store import VolumeStore
+from vesuvius_data.store.census import census_by_scroll, format_census_table
+from vesuvius_data.store.competition import ingest_competition, scan_competition
 
 
 def _list(ids: list[str], n: int = 10) -> str:

@@ -33,7 +33,7 @@ from trainer.inference import encode_probabilities, predict_volume, window_corne
 from trainer.model import build_model
 from vesuvius_data.cli import positive_int, user_errors
 from vesuvius_data.repair import add_repair_arguments, repair, repair_config_from_args
-from vesuvius_data.volume_sources import volume_sources
+from vesuvius_data.store.handles import volume_handles
 
 
 def load_model(checkpoint: str | Path) -> tuple[torch.nn.Module, int]:
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     repair_config = repair_config_from_args(args)
     model, patch = load_model(args.checkpoint)
-    inputs = volume_sources(args.input, role="image")
+    inputs = volume_handles(args.input, role="image")
     args.out_dir.mkdir(parents=True, exist_ok=True)
     if args.probabilities:
         args.probabilities.mkdir(parents=True, exist_ok=True)

@@ -30,7 +30,7 @@ from trainer.inference import decode_probabilities
 from vesuvius_data.cli import user_errors
 from vesuvius_data.metrics import score_volume
 from vesuvius_data.repair import RepairConfig, repair
-from vesuvius_data.volume_sources import pair_ids, volume_sources
+from vesuvius_data.store.handles import pair_ids, volume_handles
 
 PARTS = ("score", "topo_score", "surface_dice", "voi_score")
 
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     stages = _stages(args)
     for update in (u for s in stages for u in s):
         RepairConfig(**{**dataclasses.asdict(RepairConfig()), **update})  # checks values
-    prob_src, label_src = volume_sources(args.probabilities), volume_sources(args.labels)
+    prob_src, label_src = volume_handles(args.probabilities), volume_handles(args.labels)
     ids = pair_ids(prob_src, label_src)
     probs = {vid: decode_probabilities(prob_src[vid].read()) for vid in ids}
     labels = {vid: label_src[vid].read() for vid in ids}

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from vesuvius_data.loader import NORMALIZERS
+from vesuvius_data.normalize import NORMALIZERS
 
 __all__ = ["gaussian_weights", "window_corners", "predict_volume", "encode_probabilities",
            "decode_probabilities"]

@@ -27,7 +27,7 @@ from vesuvius_data import PatchIndex, VolumeStore, build_index, make_loader
 from vesuvius_data._atomic import atomic_write
 from vesuvius_data.cli import user_errors
 from vesuvius_data.derived import DERIVED_ROLES, derive_targets
-from vesuvius_data.patch_index import default_index_path
+from vesuvius_data.index import default_index_path, default_stride
 
 from .augment import build_augmentation
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -58,7 +58,7 @@ RUN_MARKERS = ("last.pt", "best.pt")
 def _prepare_data(cfg: Config, needs: set[str], log) -> tuple[VolumeStore, PatchIndex, str]:
     """Open the store, derive missing targets, load or build the index (saying so)."""
     store = VolumeStore.open(cfg.data_dir)
-    stride = cfg.stride or cfg.patch_size // 2
+    stride = cfg.stride or default_stride(cfg.patch_size)
     missing = [v for v in store.ids() if not needs <= set(store.info(v).derived)]
     underivable = sorted(needs - set(DERIVED_ROLES))
     for vid in missing:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..patch_index import PatchIndex
+from ..index.patch_index import PatchIndex
 from .base import CdfSampler, Strategy, register
 
 

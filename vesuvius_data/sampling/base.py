@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..patch_index import PatchIndex
+from ..index.patch_index import PatchIndex
 
 __all__ = ["Strategy", "STRATEGIES", "register", "make_strategy", "CdfSampler"]
 

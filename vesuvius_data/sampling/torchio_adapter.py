@@ -23,9 +23,9 @@ import dask.array as da
 import numpy as np
 import torchio as tio
 
-from ..index_build import VolumeSource, build_index
+from ..index.build import VolumeSource, build_index
+from ..index.patch_index import PatchIndex, default_stride
 from ..labels import LabelSpec
-from ..patch_index import PatchIndex
 from .base import Strategy, make_strategy
 
 __all__ = ["StrategySampler"]
@@ -53,7 +53,7 @@ class StrategySampler(tio.data.PatchSampler):
         self.strategy_name, self.options = strategy, options
         self.label_name = label_name
         ps = tuple(int(p) for p in self.patch_size)
-        self.stride = stride if stride is not None else tuple(max(p // 2, 1) for p in ps)
+        self.stride = stride if stride is not None else default_stride(ps)
         self.label_spec = label_spec or LabelSpec()
         self.rng = np.random.default_rng(seed)
         self._strategies: OrderedDict[bytes, Strategy] = OrderedDict()

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .store import VolumeStore
+from .volume_store import VolumeStore
 
 __all__ = ["CompetitionEntry", "IngestReport", "scan_competition", "read_tif",
            "ingest_competition"]

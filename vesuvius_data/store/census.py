@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from .labels import LabelCensus
-from .store import VolumeStore
+from ..labels import LabelCensus
+from .volume_store import VolumeStore
 
 __all__ = ["census_by_scroll", "format_census_table"]
 

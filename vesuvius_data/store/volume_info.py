@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from .labels import LabelCensus, LabelSpec, count_labels
+from ..labels import LabelCensus, LabelSpec, count_labels
 
 __all__ = ["VolumeInfo", "validate_pair", "check_volume_id", "is_url", "ID_PATTERN"]
 

@@ -1,7 +1,7 @@
 """Volumes named by id, from a folder of TIFs, a zip of TIFs or a VolumeStore.
 
 The scoring and tuning tools take predictions and labels in any of these forms; a
-``VolumeSource`` is a small picklable handle, so process pools can read volumes themselves.
+``VolumeHandle`` is a small picklable handle, so process pools can read volumes themselves.
 Every form goes through a checked reader: TIFs (on disk or in a zip) through ``read_tif``'s
 truncation checks, a damaged zip is named, and store volumes read through ``ChunkReader``.
 """
@@ -15,13 +15,13 @@ from pathlib import Path
 import numpy as np
 
 from .competition import read_tif
-from .store import VolumeStore
+from .volume_store import VolumeStore
 
-__all__ = ["VolumeSource", "pair_ids", "volume_sources"]
+__all__ = ["VolumeHandle", "pair_ids", "volume_handles"]
 
 
 @dataclass(frozen=True)
-class VolumeSource:
+class VolumeHandle:
     kind: str  # "tif" | "zip" | "store"
     path: str
     member: str = ""  # the file in the zip, or the volume id in the store
@@ -49,7 +49,7 @@ class VolumeSource:
         return self.open()[...]
 
 
-def volume_sources(path: str | Path, role: str = "label") -> dict[str, VolumeSource]:
+def volume_handles(path: str | Path, role: str = "label") -> dict[str, VolumeHandle]:
     """id -> source for a folder of {id}.tif, a .zip of them, or a VolumeStore (its ``role``)."""
     path = Path(path)
     if path.is_file() and path.suffix == ".zip":
@@ -57,15 +57,15 @@ def volume_sources(path: str | Path, role: str = "label") -> dict[str, VolumeSou
             names = sorted(n for n in z.namelist() if n.endswith(".tif"))
         if not names:
             raise FileNotFoundError(f"{path}: no .tif files in the zip")
-        return {Path(n).stem: VolumeSource("zip", str(path), n) for n in names}
+        return {Path(n).stem: VolumeHandle("zip", str(path), n) for n in names}
     if (path / "zarr.json").is_file():
-        return {vid: VolumeSource("store", str(path), vid, role)
+        return {vid: VolumeHandle("store", str(path), vid, role)
                 for vid in VolumeStore.open(path).ids()}
     if path.is_dir():
         tifs = sorted(path.glob("*.tif"))
         if not tifs:
             raise FileNotFoundError(f"{path}: no .tif files and not a VolumeStore")
-        return {p.stem: VolumeSource("tif", str(p)) for p in tifs}
+        return {p.stem: VolumeHandle("tif", str(p)) for p in tifs}
     raise FileNotFoundError(f"{path}: no such folder, .zip or VolumeStore")
 
 

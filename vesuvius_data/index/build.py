@@ -29,12 +29,12 @@ import dask.array as da
 import numpy as np
 from dask.callbacks import Callback
 
+from .._version import __version__
+from ..labels import LabelCensus, LabelSpec
+from ..store import VolumeStore
 from ._kernels import N_CHANNELS
-from ._version import __version__
 from .block_counts import FACES, correct_block, count_block
-from .labels import LabelCensus, LabelSpec
-from .patch_index import COUNT_COLUMNS, IndexParams, PatchIndex
-from .store import VolumeStore
+from .patch_index import COUNT_COLUMNS, IndexParams, PatchIndex, default_stride
 
 __all__ = ["VolumeSource", "SmallVolumeWarning", "build_index", "sources_from_store",
            "DEFAULT_BLOCK"]
@@ -278,7 +278,7 @@ def build_index(
     """
     P = (patch_size,) * 3 if isinstance(patch_size, int) else tuple(patch_size)
     if stride is None:
-        stride = tuple(max(p // 2, 1) for p in P)
+        stride = default_stride(P)
     S = (stride,) * 3 if isinstance(stride, int) else tuple(stride)
     if isinstance(source, VolumeStore):
         label_spec = source.label_spec

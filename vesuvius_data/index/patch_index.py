@@ -28,11 +28,11 @@ from typing import Any
 
 import numpy as np
 
-from ._atomic import atomic_write
-from .labels import CLASS_WEIGHT_SCHEMES, LabelCensus, LabelSpec
+from .._atomic import atomic_write
+from ..labels import CLASS_WEIGHT_SCHEMES, LabelCensus, LabelSpec
 
 __all__ = ["PatchIndex", "IndexParams", "COUNT_COLUMNS", "CLASS_WEIGHT_SCHEMES",
-           "default_index_path"]
+           "default_index_path", "default_stride"]
 
 COUNT_COLUMNS: tuple[str, ...] = ("surface", "labeled", "tissue", "boundary")
 INDEX_FORMAT = 1
@@ -74,6 +74,14 @@ class IndexParams:
     def from_json(cls, d: dict[str, Any]) -> IndexParams:
         return cls(tuple(d["patch_size"]), tuple(d["stride"]),  # type: ignore[arg-type]
                    LabelSpec.from_dict(d["label_spec"]), int(d["air_threshold"]))
+
+
+def default_stride(patch: int | tuple[int, ...]) -> int | tuple[int, ...]:
+    """The index grid step when none is given: half the patch (at least 1), so every voxel
+    lies in 8 candidate patches and a patch can start on any half-patch boundary."""
+    if isinstance(patch, int):
+        return max(patch // 2, 1)
+    return tuple(max(p // 2, 1) for p in patch)
 
 
 def default_index_path(store: str | os.PathLike[str], patch: int, stride: int) -> Path:

@@ -33,9 +33,9 @@ import zarr
 import zarr.storage
 from zarr.codecs import BloscCodec
 
+from ..labels import LabelCensus, LabelSpec
 from .chunk_reader import FastArray
 from .integrity import ChunkProblem, VerifyReport, record_chunks, repair_hint, verify_array
-from .labels import LabelCensus, LabelSpec
 from .volume_info import ID_PATTERN, VolumeInfo, check_volume_id, is_url, validate_pair
 
 __all__ = ["VolumeStore", "VolumeInfo", "DEFAULT_CHUNKS", "DEFAULT_COMPRESSOR"]
