@@ -64,7 +64,7 @@ def test_smoke_run_writes_metrics_checkpoints_and_index(four_scrolls, tmp_path, 
 
 
 def test_competition_metric_picks_the_best_checkpoint(four_scrolls, tmp_path, capsys):
-    cfg = tiny(four_scrolls, tmp_path / "metric", metric_every=2)
+    cfg = tiny(four_scrolls, tmp_path / "metric", metric_every=2, epochs=4)
     assert train(cfg) == 0
     out = capsys.readouterr().out
     assert "on 2 volume(s) (whole) every 2 epochs; an empty prediction scores" in out
@@ -77,11 +77,16 @@ def test_competition_metric_picks_the_best_checkpoint(four_scrolls, tmp_path, ca
     assert 0.0 <= comp["score"] <= comp["raw_score"] <= 1.0
     # one score everywhere: the record, best.pt and the verdict
     assert recs[1]["score"] == comp["score"] and recs[1]["score_name"] == "competition"
+    # epochs 1 and 3 are scored; best.pt is the better of the two (the first on a tie)
+    assert [r["score"] is not None for r in recs] == [False, True, False, True]
+    winner = 3 if recs[3]["score"] > recs[1]["score"] else 1
     best = load_checkpoint(tmp_path / "metric" / "best.pt")
-    assert best["best_epoch"] == 1 and best["best_score"] == comp["score"]
+    assert best["epoch"] == best["best_epoch"] == winner
+    assert best["best_score"] == recs[winner]["score"]
+    assert load_checkpoint(tmp_path / "metric")["best_epoch"] == winner
     v = verdict(recs)["criteria"]["best_score"]
-    assert v["value"] == comp["score"] and v["epoch"] == 1
-    assert v["passed"] == (comp["score"] > recs[1]["baseline"])
+    assert v["value"] == recs[winner]["score"] and v["epoch"] == winner
+    assert v["passed"] == (recs[winner]["score"] > recs[winner]["baseline"])
 
 
 def test_an_empty_prediction_cannot_win_validation():

@@ -28,7 +28,8 @@ def _parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 2)[2])
     p.add_argument("store", help="VolumeStore folder or URL")
-    p.add_argument("--patch-size", type=positive_int, required=True, help="patch side P (voxels)")
+    p.add_argument("--patch-size", "--patch_size", type=positive_int, required=True,
+                   help="patch side P (voxels)")
     p.add_argument("--stride", type=positive_int, default=None, help="grid step S, divides P "
                    "(default P/2)")
     p.add_argument("--out", type=Path, default=None, help="index file (default: beside the "
