@@ -11,13 +11,25 @@ topology. Baselines, timed in the same run on the same volume:
   only, no matching: a lower bound for any persistence-based TopoScore).
 The official scorer takes about 70 s per 320^3 volume on this 2-core machine (issue 7);
 its Betti-Matching-3D build is not on PyPI, so it is not timed here. Medians of ``repeats``.
+
+Also, on the same machine:
+- ``many_loops``: the hard preset (2-voxel sheets) with 60 holes punched into the label and a
+  prediction that drops 4 % of the label's voxels: thousands of loop classes per octant, the
+  case that used to fall back to an upper bound. Time, peak memory growth, loops per octant.
+- ``first_call``: a fresh interpreter scoring a 32^3 volume with an empty numba cache (what a
+  new install pays once: compilation) and again with the cache filled.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import subprocess
+import sys
+import tempfile
+import threading
 import time
 import warnings
 
@@ -25,6 +37,7 @@ import numpy as np
 from scipy import ndimage
 
 from vesuvius_data.metrics import betti_counts, octant_slices, surface_dice, voi_of_masks
+from vesuvius_data.metrics._loops import LoopGenerators
 from vesuvius_data.metrics.score import score_volume
 from vesuvius_data.metrics.voi import binarize_pair
 from vesuvius_data.synthetic import make_volume
@@ -36,6 +49,58 @@ def make_case(size: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
     pred = ndimage.binary_dilation(label == 1, iterations=1) & (rng.random(label.shape) > 0.02)
     pred |= rng.random(label.shape) < 0.001
     return pred.astype(np.uint8), label
+
+
+def make_many_loops_case(size: int, seed: int = 1, holes: int = 60, drop: float = 0.04
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    _, label = make_volume((size,) * 3, seed=seed, preset="hard")
+    rng = np.random.default_rng(seed)
+    zs, ys, xs = np.nonzero(label == 1)
+    for i in rng.choice(zs.size, holes, replace=False):
+        box = tuple(slice(max(c - 2, 0), c + 2) for c in (zs[i], ys[i], xs[i]))
+        label[box] = np.where(label[box] == 1, 0, label[box])
+    pred = (label == 1) & (rng.random(label.shape) > drop)
+    return pred.astype(np.uint8), label
+
+
+def _peak_growth_mb(fn) -> float:
+    """Peak resident memory above the level before ``fn``, sampled every 10 ms."""
+    import psutil
+
+    proc = psutil.Process()
+    base = peak = proc.memory_info().rss
+    done = threading.Event()
+
+    def watch() -> None:
+        nonlocal peak
+        while not done.wait(0.01):
+            peak = max(peak, proc.memory_info().rss)
+
+    t = threading.Thread(target=watch)
+    t.start()
+    fn()
+    done.set()
+    t.join()
+    return (peak - base) / 2**20
+
+
+_FIRST_CALL = ("import time; t = time.perf_counter(); import numpy as np; "
+               "from vesuvius_data.metrics.score import score_volume; "
+               "rng = np.random.default_rng(0); g = (rng.random((32, 32, 32)) < 0.5); "
+               "p = g ^ (rng.random(g.shape) < 0.1); score_volume(p.astype(np.uint8), "
+               "g.astype(np.uint8)); print(time.perf_counter() - t)")
+
+
+def _first_call_seconds() -> dict[str, float]:
+    """Import + first score in a fresh interpreter: cold (empty numba cache), then warm."""
+    with tempfile.TemporaryDirectory() as cache:
+        env = os.environ | {"NUMBA_CACHE_DIR": cache}
+        run = [sys.executable, "-c", _FIRST_CALL]
+        cold = float(subprocess.run(run, env=env, capture_output=True, text=True,
+                                    check=True).stdout)
+        warm = float(subprocess.run(run, env=env, capture_output=True, text=True,
+                                    check=True).stdout)
+    return {"empty_numba_cache": cold, "cached": warm}
 
 
 def _median(fn, repeats: int) -> float:
@@ -91,6 +156,17 @@ def main(argv: list[str] | None = None) -> int:
                     "surface_dice": result.surface_dice, "voi": result.voi_score,
                     "bars": {"matched": result.betti.matched, "pred": result.betti.pred,
                              "gt": result.betti.gt}}
+    mp, mg = make_many_loops_case(args.size)
+    bp, bg = binarize_pair(mp, mg)
+    many = score_volume(mp, mg)
+    loops = [LoopGenerators(np.ascontiguousarray(bp[b])).count for b in octant_slices(bp.shape)]
+    out["many_loops"] = {
+        "seconds": _median(lambda: score_volume(mp, mg), args.repeats),
+        "peak_memory_growth_mb": _peak_growth_mb(lambda: score_volume(mp, mg)),
+        "pred_loop_classes_per_octant": loops, "inexact_blocks": many.betti.inexact_blocks,
+        "score": many.score, "topo": many.topo_score,
+        "bars": {"matched": many.betti.matched, "pred": many.betti.pred, "gt": many.betti.gt}}
+    out["first_call_seconds"] = _first_call_seconds()
     if not args.no_baselines:
         import surface_distance as sd
 

@@ -34,7 +34,7 @@ import numpy as np
 from ._cubical import face_cubes, face_in_block, square_in
 from ._loops import LoopGenerators
 
-__all__ = ["MAX_GENERATORS", "dim1_matches"]
+__all__ = ["SLACK_BITS", "dim1_matches"]
 
 
 @numba.njit(nogil=True, cache=True)
@@ -56,7 +56,8 @@ def _insert(basis, pivot_row, rank, vec):
             return False, rank
         row = pivot_row[hb]
         if row < 0:
-            basis[rank] = v
+            for w in range(words):  # a loop, not basis[rank] = v (see _loops._copy)
+                basis[rank, w] = v[w]
             pivot_row[hb] = rank
             return True, rank + 1
         for w in range(words):
@@ -64,21 +65,20 @@ def _insert(basis, pivot_row, rank, vec):
 
 
 @numba.njit(nogil=True, cache=True)
-def _plane(ny, nz, words, vox, kind, word, bits, sy):
-    """Seifert parity of the type-0 faces in the plane x = 0: the projected z-edges above in y."""
+def _plane(out, offset, ny, nz, words, vox, kind, word, bits, sy):
+    """Seifert parity of the type-0 faces in the plane x = 0 (the projected z-edges above in
+    y), written into words ``offset ..`` of ``out``."""
     proj = np.zeros((ny, nz, words), np.uint64)
     for i in range(vox.size):
         if kind[i] == 1:
             rem = vox[i] % (ny * nz)
             proj[rem // sy, rem % sy, word[i]] ^= bits[i]
-    out = np.zeros((ny, nz, words), np.uint64)
     for z in range(nz):
         for w in range(words):
             acc = np.uint64(0)
             for y in range(ny - 1, -1, -1):
-                out[y, z, w] = acc
+                out[y, z, offset + w] = acc
                 acc ^= proj[y, z, w]
-    return out
 
 
 @numba.njit(nogil=True, cache=True)
@@ -115,19 +115,21 @@ def _sweep(union, n0, w0, vox0, kind0, word0, bits0, n1, w1, vox1, kind1, word1,
     accy = np.zeros((ny, nz, W), np.uint64)
     accz = np.zeros((ny, nz, W), np.uint64)
     plane = np.zeros((ny, nz, W), np.uint64)
-    plane[:, :, :w0] = _plane(ny, nz, w0, vox0, kind0, word0, bits0, sy)
-    plane[:, :, w0:] = _plane(ny, nz, w1, vox1, kind1, word1, bits1, sy)
+    _plane(plane, 0, ny, nz, w0, vox0, kind0, word0, bits0, sy)
+    _plane(plane, w0, ny, nz, w1, vox1, kind1, word1, bits1, sy)
     sv = np.zeros(W, np.uint64)
     la = np.zeros(W, np.uint64)
     lb = np.zeros(W, np.uint64)
-    rank0 = rank1 = 0
+    # typed, not literal, so that _insert and _absorb compile once each (first call pays it)
+    rank0 = rank1 = np.int64(0)
+    no_offset = np.int64(0)
     next0 = next1 = 0
     matched = 0
     for x in range(nx - 1, -1, -1):
         # strips of the cycle edges in slabs above x
         while next0 < vox0.size and vox0[next0] // sx > x:
             next0 = _absorb(vox0[next0] // sx, sx, sy, vox0, kind0, word0, bits0, next0,
-                            accy, accz, 0)
+                            accy, accz, no_offset)
         while next1 < vox1.size and vox1[next1] // sx > x:
             next1 = _absorb(vox1[next1] // sx, sx, sy, vox1, kind1, word1, bits1, next1,
                             accy, accz, w0)
@@ -185,22 +187,74 @@ def _walk(parent, pot, node, acc):
     return node
 
 
-#: loop classes per mask and block above which the exact sweep is skipped: its potentials take
-#: 8 bytes per cube for every 64 classes of each mask (a 160^3 octant at the cap: 256 MB); the
-#: caller then falls back to the upper bound and counts the block as inexact
-MAX_GENERATORS = 256
+#: extra bits of a projection beyond the union's loop count: a fixed random projection to
+#: ``b1(union) + SLACK_BITS`` bits keeps every independence the sweep tests, except with
+#: probability below 2^-SLACK_BITS (see ``_projected``)
+SLACK_BITS = 64
 
 
-def dim1_matches(p: np.ndarray, g: np.ndarray) -> int | None:
-    """Matched dimension-1 pairs of one block (all axes at least 2 voxels); None when a mask has
-    more than ``MAX_GENERATORS`` loop classes."""
+def _projected(gen: LoopGenerators, bits: int, seed: int) -> tuple:
+    """The generators' Seifert entries mapped through a fixed random Z2-linear map to ``bits``.
+
+    Why it is sound: the sweep only asks whether a dual cycle's linking vector is independent of
+    earlier ones. A dual cycle lives outside the union, so its linking number with a loop of
+    the mask depends only on that loop's class in H1(union): the vectors span a space V of
+    dimension at most b1(union). A uniformly random linear map to ``dim V + k`` bits is injective
+    on V except with probability below 2^-k, and an injective map keeps every independence. The
+    seed is fixed, so results are reproducible. A noisy prediction of a clean label has hundreds
+    of pinhole loops that the label fills in the union: V stays small, and the sweep's
+    potentials (8 bytes per cube per 64 bits) shrink with it.
+    """
+    words = -(-bits // 64)
+    if words >= gen.words:
+        return gen.count, gen.words, gen.vox, gen.kind, gen.word, gen.bits
+    rng = np.random.default_rng(seed)
+    matrix = rng.integers(0, np.iinfo(np.uint64).max, size=(gen.count, words),
+                          dtype=np.uint64, endpoint=True)
+    vox, kind, word, out_bits = _project_entries(gen.vox, gen.kind, gen.word, gen.bits, matrix)
+    return words * 64, words, vox, kind, word, out_bits
+
+
+@numba.njit(nogil=True, cache=True)
+def _project_entries(vox, kind, word, bits, matrix):
+    """Each entry's generator bits replaced by the XOR of their matrix rows, one entry per
+    non-zero output word; the order (by x, descending) is kept."""
+    words = matrix.shape[1]
+    n = vox.size
+    out_vox = np.empty(n * words, vox.dtype)
+    out_kind = np.empty(n * words, kind.dtype)
+    out_word = np.empty(n * words, word.dtype)
+    out_bits = np.empty(n * words, np.uint64)
+    acc = np.zeros(words, np.uint64)
+    k = 0
+    for i in range(n):
+        for w in range(words):
+            acc[w] = 0
+        b = bits[i]
+        base = word[i] * 64
+        for j in range(64):
+            if (b >> np.uint64(j)) & np.uint64(1):
+                row = base + j
+                if row < matrix.shape[0]:
+                    for w in range(words):
+                        acc[w] ^= matrix[row, w]
+        for w in range(words):
+            if acc[w] != 0:
+                out_vox[k], out_kind[k], out_word[k], out_bits[k] = vox[i], kind[i], w, acc[w]
+                k += 1
+    return out_vox[:k], out_kind[:k], out_word[:k], out_bits[:k]
+
+
+def dim1_matches(p: np.ndarray, g: np.ndarray, union_loops: int) -> int:
+    """Matched dimension-1 pairs of one block (all axes at least 2 voxels); ``union_loops`` is
+    b1 of the union, which bounds the rank that each mask's linking vectors can reach."""
     g0 = LoopGenerators(p)
     if g0.count == 0:
         return 0
     g1 = LoopGenerators(g)
     if g1.count == 0:
         return 0
-    if max(g0.count, g1.count) > MAX_GENERATORS:
-        return None
-    return int(_sweep(np.ascontiguousarray(p | g), g0.count, g0.words, g0.vox, g0.kind, g0.word,
-                      g0.bits, g1.count, g1.words, g1.vox, g1.kind, g1.word, g1.bits))
+    bits = union_loops + SLACK_BITS
+    a = _projected(g0, bits, seed=1)
+    b = _projected(g1, bits, seed=2)
+    return int(_sweep(np.ascontiguousarray(p | g), *a, *b))

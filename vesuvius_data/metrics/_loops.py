@@ -29,10 +29,11 @@ class LoopGenerators:
 
     def __init__(self, fg: np.ndarray):
         fg = np.ascontiguousarray(fg, dtype=np.bool_)
-        tree, closing = _kruskal(fg)
-        pivot = _reduce_squares(fg, _positive_squares(fg))
+        flat = fg.ravel()  # here, not in the kernels: numba's ravel costs seconds to compile
+        tree, closing = _kruskal(fg, flat)
+        pivot = _reduce_squares(fg, flat, _positive_squares(fg))
         births = np.flatnonzero(closing & (pivot < 0))
-        up, depth = _forest(fg, tree)
+        up, depth = _forest(fg, flat, tree)
         self.count = int(births.size)
         self.words = max(1, -(-self.count // 64))
         vox, kind, word, bits = _cycle_entries(fg.shape, births, up, depth)
@@ -42,11 +43,10 @@ class LoopGenerators:
 
 
 @numba.njit(nogil=True, cache=True)
-def _kruskal(fg):
+def _kruskal(fg, flat):
     """(tree edge flags, cycle-closing edge flags) of the edges in index order."""
     nx, ny, nz = fg.shape
     n = nx * ny * nz
-    flat = fg.ravel()
     parent = np.arange(n, dtype=np.int64)
     tree = np.zeros(3 * n, np.bool_)
     closing = np.zeros(3 * n, np.bool_)
@@ -130,11 +130,10 @@ def _node(fg, bg_labels, cube, outside):
 
 
 @numba.njit(nogil=True, cache=True)
-def _reduce_squares(fg, positive):
+def _reduce_squares(fg, flat, positive):
     """Z2 reduction of the foreground squares in index order; pivot[edge] = column or -1."""
     nx, ny, nz = fg.shape
     n = nx * ny * nz
-    flat = fg.ravel()
     pivot = np.full(3 * n, -1, np.int64)
     starts = np.zeros(1024, np.int64)
     lengths = np.zeros(1024, np.int64)
@@ -160,7 +159,7 @@ def _reduce_squares(fg, positive):
                         starts, lengths = _grow(starts), _grow(lengths)
                     while used + m > pool.size:
                         pool = _grow(pool)
-                    pool[used:used + m] = work[:m]
+                    _copy(work, pool, m, used)
                     starts[n_cols], lengths[n_cols] = used, m
                     pivot[work[0]] = n_cols
                     used += m
@@ -172,7 +171,7 @@ def _reduce_squares(fg, positive):
                 m = _xor_sorted(work, m, pool[starts[col]:starts[col] + ln], other)
                 if work.size < other.size:
                     work = np.zeros(other.size, np.int64)
-                work[:m] = other[:m]
+                _copy(other, work, m, 0)
     return pivot
 
 
@@ -198,17 +197,24 @@ def _xor_sorted(a, m, b, out):
 @numba.njit(nogil=True, cache=True)
 def _grow(a):
     b = np.zeros(2 * a.size, a.dtype)
-    b[:a.size] = a
+    _copy(a, b, a.size, 0)
     return b
 
 
 @numba.njit(nogil=True, cache=True)
-def _forest(fg, tree):
+def _copy(src, dst, n, at):
+    """dst[at:at + n] = src[:n] as a loop: numba's slice assignment brings a shape-checking raise
+    path that costs seconds of compilation on first use."""
+    for i in range(n):
+        dst[at + i] = src[i]
+
+
+@numba.njit(nogil=True, cache=True)
+def _forest(fg, flat, tree):
     """Parent voxel and depth in the spanning forest made of the tree edges (BFS)."""
     nx, ny, nz = fg.shape
     n = nx * ny * nz
     sx, sy = ny * nz, nz
-    flat = fg.ravel()
     up = np.full(n, -1, np.int64)
     depth = np.zeros(n, np.int64)
     seen = np.zeros(n, np.bool_)

@@ -24,8 +24,11 @@ counts can be read from components and Euler characteristics instead of matrix r
   loop is in the image of the prediction's loops and of the ground truth's; by Alexander
   duality that is a rank test on linking numbers with dual-graph cycles, done in one reverse
   union-find pass with bit-vector potentials. Skipped when min(p1, g1, b1 of the union) is 0
-  (then 0 is exact). Above ``MAX_GENERATORS`` loop classes of one mask in one octant (very noisy
-  predictions) the octant keeps that upper bound and is counted in ``inexact_blocks``.
+  (then 0 is exact). There is no cap on loop classes: the linking vectors span at most b1 of
+  the union, so a mask with more classes (a noisy prediction: thousands of pinholes that the
+  label fills) is projected to b1(union) + 64 bits first, exact except with probability below
+  2^-64 (``_dim1._projected``). Blocks one voxel thin are planes: their loops are holes, matched
+  by the top-dimensional rule of dimension 2, one dimension down (``_flat_dim1_matches``).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from dataclasses import dataclass
 import cc3d
 import numba
 import numpy as np
+from scipy import ndimage
 
 from ._cubical import edge_end, find
 from ._dim1 import dim1_matches
@@ -54,7 +58,7 @@ class BettiCounts:
     matched: tuple[int, int, int]
     pred: tuple[int, int, int]  # bars of the prediction (matched + unmatched)
     gt: tuple[int, int, int]
-    inexact_blocks: int = 0  # octants whose dim-1 matches are the upper bound (too many loops)
+    inexact_blocks: int = 0  # kept for old callers: every dim-1 count is exact now, always 0
 
     def __add__(self, other: BettiCounts) -> BettiCounts:
         def add(a, b):
@@ -121,18 +125,13 @@ def _block_counts(p: np.ndarray, g: np.ndarray) -> BettiCounts:
     u = p | g
     solid = min(p.shape) >= 2  # the scorer computes no dimension-2 pairs for flat blocks
     bp, bg_, bu = _betti(p, solid), _betti(g, solid), _betti(u, solid)
-    m0 = _dim0_matches(p, g) if bp.b0 > 1 and bg_.b0 > 1 else 0
+    m0 = _dim0_matches(p, g, p.ravel(), g.ravel()) if bp.b0 > 1 and bg_.b0 > 1 else 0
     m2 = _dim2_matches(bp, bg_, bu, p.shape) if bu.cavities is not None else 0
     m1 = min(bp.b1, bg_.b1, bu.b1)  # an upper bound, exact when it is 0
-    inexact = 0
     if m1:
-        exact = dim1_matches(p, g) if solid else None
-        if exact is None:
-            inexact = 1
-        else:
-            m1 = exact
+        m1 = dim1_matches(p, g, bu.b1) if solid else _flat_dim1_matches(p, g)
     return BettiCounts((m0, m1, m2), (max(bp.b0 - 1, 0), bp.b1, bp.b2),
-                       (max(bg_.b0 - 1, 0), bg_.b1, bg_.b2), inexact)
+                       (max(bg_.b0 - 1, 0), bg_.b1, bg_.b2))
 
 
 def betti_numbers(mask: np.ndarray) -> tuple[int, int, int]:
@@ -199,7 +198,7 @@ def _euler_characteristic(fg: np.ndarray) -> int:
 
 
 @numba.njit(nogil=True, cache=True)
-def _dim0_matches(p: np.ndarray, g: np.ndarray) -> int:
+def _dim0_matches(p: np.ndarray, g: np.ndarray, pf: np.ndarray, gf: np.ndarray) -> int:
     """Matched dimension-0 pairs: Betti-Matching-3D's comparison pass, replayed.
 
     Edges are taken in the scorer's order: all edges inside the union's foreground first (value
@@ -212,8 +211,6 @@ def _dim0_matches(p: np.ndarray, g: np.ndarray) -> int:
     n = nx * ny * nz
     parent = np.arange(n, dtype=np.int32)
     flags = np.zeros(n, np.uint8)  # bit 0 prediction, bit 1 ground truth
-    pf = p.ravel()
-    gf = g.ravel()
     for i in range(n):
         flags[i] = pf[i] | (gf[i] << 1)
     matched = 0
@@ -240,14 +237,47 @@ def _dim0_matches(p: np.ndarray, g: np.ndarray) -> int:
     return matched
 
 
+def _flat_dim1_matches(p: np.ndarray, g: np.ndarray) -> int:
+    """Matched loops of a block one voxel thin along an axis: a plane, where every loop is a hole
+    (an 8-connected background component off the plane's border) and value-1 squares fill them.
+    The top-dimensional rule of ``_dim2_matches`` applies one dimension down: a union hole is
+    matched when it holds the highest-index square among the union holes inside its prediction
+    hole and inside its ground-truth hole."""
+    axes = tuple(a for a, n in enumerate(p.shape) if n > 1)
+    if len(axes) < 2:
+        return 0  # a line has no loops
+    p2 = p.reshape([p.shape[a] for a in axes])
+    g2 = g.reshape(p2.shape)
+    sides = [_holes(m) for m in (p2, g2, p2 | g2)]
+    if any(s.cavities is None for s in sides):
+        return 0
+    return _dim2_matches(*sides, p2.shape)
+
+
+def _holes(fg2: np.ndarray) -> _Betti:
+    """A plane's holes in ``_Betti`` form (only ``bg_labels`` and ``cavities`` are used)."""
+    if fg2.all() or not fg2.any():
+        return _Betti(0, 0, 0, None, None)
+    # scipy, not cc3d: cc3d's 2-D 8-connected labels disagree with scipy's on small planes
+    labels, n = ndimage.label(~fg2, np.ones((3, 3), bool))
+    on_border = np.zeros(n + 1, bool)
+    for edge in (labels[0], labels[-1], labels[:, 0], labels[:, -1]):
+        on_border[edge] = True
+    inside = np.flatnonzero(~on_border[1:]) + 1
+    return _Betti(0, 0, 0, labels, inside if inside.size else None)
+
+
 def _dim2_matches(bp: _Betti, bg: _Betti, bu: _Betti, shape) -> int:
     """Matched cavities: the union cavity holding the highest cube of its pred and gt cavity."""
     cav = np.isin(bu.bg_labels, bu.cavities)
     xyz = np.nonzero(cav)
     labels = bu.bg_labels[xyz]
+    # the highest top-dimensional cell (cube, or square in a plane) touching each voxel: the one
+    # anchored at it, clipped to the grid of cells
     m = [s - 1 for s in shape]
-    cube = (np.minimum(xyz[0], m[0] - 1).astype(np.int64) * (m[1] * m[2])
-            + np.minimum(xyz[1], m[1] - 1) * m[2] + np.minimum(xyz[2], m[2] - 1))
+    cube = np.zeros(labels.size, np.int64)
+    for coords, cells in zip(xyz, m, strict=True):
+        cube = cube * cells + np.minimum(coords, cells - 1)
     roots = np.zeros(int(bu.bg_labels.max()) + 1, np.int64) - 1
     np.maximum.at(roots, labels, cube)
     hit = np.ones(roots.size, bool)
