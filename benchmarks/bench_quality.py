@@ -49,10 +49,12 @@ from vesuvius_data.repair import remove_dust, repair  # noqa: E402
 from vesuvius_data.synthetic import make_volume  # noqa: E402
 
 TRAIN_SEED, VAL_SEED, TEST_SEED, TRANSFER_SEED = 1000, 2000, 3000, 4000
-STEPS = {"hysteresis": {"weak_threshold": None}, "dust": {"min_component": 0},
+STEPS = {"hysteresis": {"weak_threshold": None}, "bridge cutting": {"split_seed": None},
+         "dust": {"min_component": 0},
          "plug": {"plug": False}, "patch": {"patch_area": 0}, "cavities": {"max_cavity": 0}}
 #: what each step adds when the tuned config left it off (the other half of the ablation)
-STEPS_ON = {"hysteresis": {"weak_threshold": 0.3}, "dust": {"min_component": 10},
+STEPS_ON = {"hysteresis": {"weak_threshold": 0.3}, "bridge cutting": {"split_seed": 0.9},
+            "dust": {"min_component": 10},
             "plug": {"plug": True}, "patch": {"patch_area": 64}, "cavities": {"max_cavity": 100}}
 
 
@@ -189,10 +191,10 @@ def main(argv: list[str] | None = None) -> int:
         for step, off in STEPS.items():
             on = any(getattr(best, k) != val for k, val in off.items())
             change = off if on else STEPS_ON[step]
-            if not on and "weak_threshold" in change and change["weak_threshold"] >= \
-                    best.threshold:
+            try:
+                ablated = dataclasses.replace(best, **change)
+            except ValueError:  # e.g. hysteresis or a seed on the wrong side of the threshold
                 continue
-            ablated = dataclasses.replace(best, **change)
             name = f"model + repair {'without' if on else 'with'} {step}"
             methods[name] = {v: repair(probs[v], ablated) for v in labels}
         results[part] = {name: _summary(masks, labels) for name, masks in methods.items()}

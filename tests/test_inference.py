@@ -107,7 +107,8 @@ def test_predict_tool_writes_named_masks_and_a_zip(tmp_path, capsys):
                          "--tta", *flags]) == 0
     from vesuvius_data.repair import RepairConfig, repair
 
-    config = RepairConfig(0.5, 0.4, 3, 6, True, 8, 5)
+    config = RepairConfig(threshold=0.5, weak_threshold=0.4, min_component=3,
+                          dust_connectivity=6, plug=True, patch_area=8, max_cavity=5)
     for tif in src.glob("*.tif"):
         prob = tifffile.imread(tmp_path / "prob" / tif.name).astype(np.float32)
         repaired = tifffile.imread(tmp_path / "rep" / tif.name)

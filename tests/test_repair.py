@@ -3,6 +3,7 @@ whole pipeline (a perfect prediction never loses score, repair is idempotent).""
 
 import dataclasses
 
+import cc3d
 import numpy as np
 import pytest
 from scipy import ndimage
@@ -17,6 +18,7 @@ from vesuvius_data.repair import (
     plug_pinholes,
     remove_dust,
     repair,
+    split_bridges,
 )
 from vesuvius_data.synthetic import make_volume
 
@@ -234,3 +236,38 @@ def test_config_checks_and_flags():
         repair(np.zeros((4, 4)))
     assert FULL.to_flags() == ("--threshold 0.5 --weak-threshold 0.3 --min-component 10 "
                                "--dust-connectivity 6 --plug --patch-area 64 --max-cavity 100")
+
+
+# ---------------------------------------------------------------------------- bridge cutting
+def _two_sheets_and_a_bridge() -> np.ndarray:
+    p = np.zeros((20, 20, 30), np.float32)
+    p[5:7, 2:18, 2:28] = p[11:13, 2:18, 2:28] = 0.95  # two sheets, a gap of 4
+    p[7:11, 8:10, 10:12] = 0.6  # where the model hesitated across the gap
+    return p
+
+
+def test_split_bridges_cuts_a_weak_bridge_between_confident_sheets():
+    p = _two_sheets_and_a_bridge()
+    mask = p > 0.5
+    assert cc3d.connected_components(mask, connectivity=26).max() == 1
+    out = split_bridges(p, mask, 0.9, min_seed=10)
+    assert cc3d.connected_components(out, connectivity=26).max() == 2
+    assert (mask & ~out).sum() <= 8 and not (out & ~mask).any()  # a thin cut inside the bridge
+    assert np.array_equal(out[p > 0.9], mask[p > 0.9])  # the sheets themselves stay whole
+
+
+def test_split_bridges_leaves_single_cores_and_perfect_masks_alone():
+    p = _two_sheets_and_a_bridge()
+    one = p.copy()
+    one[11:13] = 0  # one sheet with a stub: one seed, nothing to cut
+    assert np.array_equal(split_bridges(one, one > 0.5, 0.9, 10), one > 0.5)
+    assert np.array_equal(split_bridges(p, p > 0.5, 0.99, 10), p > 0.5)  # no seed at all
+    label = make_volume((48, 48, 48), seed=2)[1] == 1
+    perfect = label.astype(np.float32)  # p is 0 or 1: every component is one seed
+    assert np.array_equal(split_bridges(perfect, label, 0.9), label)
+    config = RepairConfig(threshold=0.5, split_seed=0.9)
+    assert np.array_equal(repair(perfect, config), label)
+    assert np.array_equal(repair(repair(p, config), config), repair(p, config))
+    with pytest.raises(ValueError, match="split_seed 0.4 must lie between"):
+        RepairConfig(threshold=0.5, split_seed=0.4)
+    assert "--split-seed 0.9" in config.to_flags()

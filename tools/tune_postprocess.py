@@ -54,6 +54,7 @@ def _stages(a: argparse.Namespace) -> list[list[dict]]:
              if w is None or w < t]
     plug = {"both": [False, True], "on": [True], "off": [False]}[a.plug]
     return [first,
+            [{"split_seed": s} for s in a.split_seeds if s is None or s > 0],
             [{"min_component": m, "dust_connectivity": c} for m in a.min_components
              for c in (a.dust_connectivities if m else a.dust_connectivities[:1])],
             [{"plug": p} for p in plug],
@@ -80,9 +81,18 @@ def tune(probs: dict[str, np.ndarray], labels: dict[str, np.ndarray],
     total = sum(len(s) for s in stages)
     with tqdm(total=total, desc="tune", unit="config", disable=None) as bar:
         for updates in stages:
-            candidates = [dataclasses.replace(best, **u) for u in updates] or [best]
+            candidates = [c for c in (_replaced(best, u) for u in updates) if c] or [best]
             best = max(candidates, key=lambda c: evaluate(c)["score"])
     return sorted(tried.values(), key=lambda r: -r["score"])
+
+
+def _replaced(config: RepairConfig, update: dict) -> RepairConfig | None:
+    """``config`` with ``update``, or None where the two do not fit (a bridge-cutting seed
+    below the threshold chosen by an earlier stage)."""
+    try:
+        return dataclasses.replace(config, **update)
+    except ValueError:
+        return None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -94,6 +104,8 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--thresholds", type=_floats, default=[0.3, 0.4, 0.5, 0.6, 0.7])
     ap.add_argument("--weak-thresholds", type=_weak, default=[None, 0.2, 0.3],
                     help="hysteresis candidates below each threshold; 'none' = off")
+    ap.add_argument("--split-seeds", type=_weak, default=[None, 0.8, 0.9, 0.95],
+                    help="bridge-cutting seed thresholds; 'none' = off")
     ap.add_argument("--min-components", type=_ints, default=[0, 10, 100, 1000])
     ap.add_argument("--dust-connectivities", type=_ints, default=[6, 26])
     ap.add_argument("--plug", choices=("both", "on", "off"), default="both")
@@ -118,7 +130,7 @@ def config_of(row: dict) -> RepairConfig:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     stages = _stages(args)
-    for update in (u for s in stages for u in s):
+    for update in (u for s in stages for u in s if "split_seed" not in u):
         RepairConfig(**{**dataclasses.asdict(RepairConfig()), **update})  # checks values
     prob_src, label_src = volume_handles(args.probabilities), volume_handles(args.labels)
     ids = pair_ids(prob_src, label_src)

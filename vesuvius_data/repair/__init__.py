@@ -8,6 +8,9 @@ per sheet. The steps, each usable alone and all deterministic:
 
 - ``hysteresis``: keep weak voxels (p > weak) only in components that hold a strong one
   (p > strong): sheets stay whole where the model hesitates, noise without a confident seed goes.
+- ``split_bridges``: cut sheets that the threshold merged: a watershed of the probabilities
+  from confident seeds (p > seed) removes the voxels where two floods meet, so two sheets joined
+  by a weak bridge come apart while a sheet with one confident core stays whole.
 - ``remove_dust``: drop components under a size, 6-connected like TopoScore counts them (a speck
   touching a sheet only at an edge or corner is its own component there) or 26-connected.
 - ``plug_pinholes``: a morphological closing proposes voxels; a small group of them is kept only
@@ -37,9 +40,11 @@ from scipy import ndimage
 from ._common import MAX_ROUNDS
 from .patch import patch_sheet_holes
 from .plug import plug_pinholes
+from .split import split_bridges
 
 __all__ = ["RepairConfig", "repair", "add_repair_arguments", "repair_config_from_args",
-           "hysteresis", "remove_dust", "plug_pinholes", "patch_sheet_holes", "fill_cavities"]
+           "hysteresis", "split_bridges", "remove_dust", "plug_pinholes", "patch_sheet_holes",
+           "fill_cavities"]
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,7 @@ class RepairConfig:
 
     threshold: float = 0.5  # foreground is p > threshold (the strong threshold with hysteresis)
     weak_threshold: float | None = None  # hysteresis: keep p > weak connected to p > threshold
+    split_seed: float | None = None  # cut bridges: watershed from p > split_seed cores; None = off
     min_component: int = 0  # drop components smaller than this (voxels); 0 = off
     dust_connectivity: int = 26  # 6 counts like TopoScore, 26 like VOI
     plug: bool = False  # per-sheet closing of one- and two-voxel pinholes
@@ -59,6 +65,9 @@ class RepairConfig:
         if self.weak_threshold is not None and not self.weak_threshold <= self.threshold:
             raise ValueError(f"weak_threshold {self.weak_threshold} must not exceed threshold "
                              f"{self.threshold}")
+        if self.split_seed is not None and not self.threshold < self.split_seed < 1:
+            raise ValueError(f"split_seed {self.split_seed} must lie between threshold "
+                             f"{self.threshold} and 1")
         if self.dust_connectivity not in (6, 26):
             raise ValueError(f"dust_connectivity must be 6 or 26, got {self.dust_connectivity}")
         if min(self.min_component, self.patch_area, self.max_cavity) < 0:
@@ -69,6 +78,8 @@ class RepairConfig:
         flags = [f"--threshold {self.threshold}"]
         if self.weak_threshold is not None:
             flags.append(f"--weak-threshold {self.weak_threshold}")
+        if self.split_seed is not None:
+            flags.append(f"--split-seed {self.split_seed}")
         if self.min_component:
             flags.append(f"--min-component {self.min_component} --dust-connectivity "
                          f"{self.dust_connectivity}")
@@ -84,6 +95,8 @@ def add_repair_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--threshold", type=float, default=0.5, help="foreground is p > T")
     g.add_argument("--weak-threshold", type=float, default=None,
                    help="hysteresis: also keep p > W where connected to p > T")
+    g.add_argument("--split-seed", type=float, default=None,
+                   help="cut bridges between sheets: watershed from p > S cores")
     g.add_argument("--min-component", type=int, default=0,
                    help="drop components smaller than N voxels")
     g.add_argument("--dust-connectivity", type=int, choices=(6, 26), default=26,
@@ -96,7 +109,7 @@ def add_repair_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def repair_config_from_args(args: argparse.Namespace) -> RepairConfig:
-    return RepairConfig(args.threshold, args.weak_threshold, args.min_component,
+    return RepairConfig(args.threshold, args.weak_threshold, args.split_seed, args.min_component,
                         args.dust_connectivity, args.plug, args.patch_area, args.max_cavity)
 
 
@@ -110,6 +123,8 @@ def repair(prob: np.ndarray, config: RepairConfig | None = None) -> np.ndarray:
         mask = hysteresis(prob, c.threshold, c.weak_threshold)
     else:
         mask = prob > c.threshold
+    if c.split_seed is not None:
+        mask = split_bridges(prob, mask, c.split_seed)
     if c.min_component:
         mask = remove_dust(mask, c.min_component, c.dust_connectivity)
     # the filling steps only add voxels, and one can open work for another (a patch leaves a
