@@ -13,6 +13,13 @@ metric without predicting again. Sliding-window inference with Gaussian blending
 trainer/inference.py. The mask is repaired by vesuvius_data/repair/: hysteresis, dust removal,
 per-sheet pinhole plugging and hole patching, cavity filling; tools/tune_postprocess.py prints
 the flags that score best.
+
+Scroll scale: --zarr writes each input's probabilities and thresholded mask into the zarr group
+OUT_DIR block by block (see trainer/blockwise.py): memory bounded by --block whatever the
+volume size, --region z0:z1,y0:y1,x0:x1 to predict part of a volume, resumable after a kill
+(finished blocks are skipped), and split across processes: under torchrun (or with RANK and
+WORLD_SIZE set) each process takes its own blocks. The stitched result equals whole-volume
+prediction. Repair steps that need whole sheets are not applied in this mode; threshold only.
 """
 
 from __future__ import annotations
@@ -71,11 +78,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--probabilities", type=Path, default=None,
                     help="also write the probabilities, one TIF per input, into this folder")
     ap.add_argument("--prob-dtype", choices=("float16", "uint8"), default="float16")
+    ap.add_argument("--zarr", action="store_true",
+                    help="write probabilities and masks into the zarr group OUT_DIR, block by "
+                    "block (resumable, bounded memory, one share per process)")
+    ap.add_argument("--region", default=None, help="with --zarr: z0:z1,y0:y1,x0:x1")
+    ap.add_argument("--block", type=positive_int, default=256,
+                    help="with --zarr: block side in voxels (a multiple of 64)")
     add_repair_arguments(ap)
     args = ap.parse_args(argv)
     repair_config = repair_config_from_args(args)
     model, patch = load_model(args.checkpoint)
     inputs = volume_handles(args.input, role="image")
+    if args.zarr:
+        return _predict_to_zarr(args, model, patch, inputs)
+    if args.region:
+        raise ValueError("--region applies to --zarr output")
     args.out_dir.mkdir(parents=True, exist_ok=True)
     if args.probabilities:
         args.probabilities.mkdir(parents=True, exist_ok=True)
@@ -103,6 +120,35 @@ def main(argv: list[str] | None = None) -> int:
             for p in written:
                 z.write(p, p.name)
         print(f"wrote {args.zip} ({len(written)} files)")
+    return 0
+
+
+def _predict_to_zarr(args: argparse.Namespace, model: torch.nn.Module, patch: int,
+                     inputs: dict) -> int:
+    import os
+
+    import zarr
+
+    from trainer.blockwise import parse_region, predict_to_zarr
+
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    group = zarr.open_group(str(args.out_dir), mode="a")
+    for vid, source in inputs.items():
+        volume = source.open()
+        region = parse_region(args.region, tuple(volume.shape))
+        shape = tuple(s.stop - s.start for s in region)
+        window_corners(tuple(volume.shape), (patch,) * 3, args.overlap)  # size check
+        with tqdm(desc=f"predict {vid}", unit="block", disable=None) as bar:
+            def tick(done: int, total: int, bar=bar) -> None:
+                bar.total = total
+                bar.update()
+
+            wrote = predict_to_zarr(
+                model, volume, group, vid, (patch,) * 3, region=region, block=args.block,
+                overlap=args.overlap, batch_size=args.batch_size, tta=args.tta,
+                threshold=args.threshold, rank=rank, world=world, on_block=tick)
+        print(f"{vid}: region {shape} -> {args.out_dir}/{vid} ({wrote} blocks written by "
+              f"process {rank} of {world}; finished blocks are skipped on a rerun)")
     return 0
 
 

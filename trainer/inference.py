@@ -65,10 +65,15 @@ def predict_volume(model: torch.nn.Module, volume: Any, patch: tuple[int, int, i
                    overlap: float = 0.5, batch_size: int = 2, tta: bool = False,
                    normalize: str = "zscore", gaussian: bool = True,
                    device: torch.device | str | None = None,
-                   progress: Callable[[int], Any] | None = None) -> np.ndarray:
-    """Probabilities (float32, the volume's shape) of the surface class.
+                   progress: Callable[[int], Any] | None = None,
+                   region: tuple[slice, slice, slice] | None = None) -> np.ndarray:
+    """Probabilities (float32) of the surface class, of the whole volume or of ``region``.
 
-    ``volume`` is anything sliceable to numpy (numpy, zarr, dask via ``np.asarray``).
+    ``volume`` is anything sliceable to numpy (numpy, zarr, dask via ``np.asarray``). With
+    ``region`` (unit-step slices), the windows are the whole volume's (``window_corners`` of its
+    shape), only those that touch the region are read and predicted, and only their parts
+    inside it are blended: a region's result equals the same region of the whole-volume
+    prediction, so blocks of a scroll can be predicted apart (and in parallel) and stitched.
     """
     if volume.ndim != 3:
         raise ValueError(f"volume must be 3-D, got shape {volume.shape}")
@@ -76,9 +81,12 @@ def predict_volume(model: torch.nn.Module, volume: Any, patch: tuple[int, int, i
     model = model.to(device).eval()
     norm = NORMALIZERS[normalize]
     weight = gaussian_weights(patch) if gaussian else np.ones(patch, np.float32)
-    acc = np.zeros(volume.shape, np.float32)
-    norm_acc = np.zeros(volume.shape, np.float32)
-    corners = window_corners(tuple(volume.shape), patch, overlap)
+    box = [(0, n) for n in volume.shape] if region is None else [
+        s.indices(n)[:2] for s, n in zip(region, volume.shape, strict=True)]
+    acc = np.zeros([b - a for a, b in box], np.float32)
+    norm_acc = np.zeros_like(acc)
+    corners = [c for c in window_corners(tuple(volume.shape), patch, overlap)
+               if all(a - p < ci < b for ci, (a, b), p in zip(c, box, patch, strict=True))]
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else \
         torch.autocast("cpu", enabled=False)
     for start in range(0, len(corners), batch_size):
@@ -95,10 +103,14 @@ def predict_volume(model: torch.nn.Module, volume: Any, patch: tuple[int, int, i
             out = (out[0] if isinstance(out, list) else out).float()
             logits += torch.flip(out, dims) if dims else out
         prob = torch.sigmoid(logits / len(flips)).cpu().numpy()[:, 0]
-        for (z, y, xx), p in zip(batch_corners, prob, strict=True):
-            sl = (slice(z, z + patch[0]), slice(y, y + patch[1]), slice(xx, xx + patch[2]))
-            acc[sl] += p * weight
-            norm_acc[sl] += weight
+        for corner, p in zip(batch_corners, prob, strict=True):
+            # the window's part inside the box, in box and in window coordinates
+            lo = [max(c, a) for c, (a, _) in zip(corner, box, strict=True)]
+            hi = [min(c + n, b) for c, n, (_, b) in zip(corner, patch, box, strict=True)]
+            dst = tuple(slice(x - a, y - a) for x, y, (a, _) in zip(lo, hi, box, strict=True))
+            src = tuple(slice(x - c, y - c) for x, y, c in zip(lo, hi, corner, strict=True))
+            acc[dst] += p[src] * weight[src]
+            norm_acc[dst] += weight[src]
         if progress is not None:
             progress(len(batch_corners))
     return acc / norm_acc

@@ -40,6 +40,7 @@ from .config import (
     describe_keys,
     load_config,
 )
+from .distributed import Dist, init_distributed
 from .folds import split_folds
 from .health import Confusion, HealthMonitor, batch_report
 from .losses import CompoundLoss, Targets, build_loss, make_targets
@@ -139,7 +140,7 @@ def _keep_metrics_until(path: Path, last_epoch: int) -> None:
 
 
 def _loaders(cfg: Config, store: VolumeStore, index: PatchIndex, train_ids: list[str],
-             val_ids: list[str], needs: set[str]):
+             val_ids: list[str], needs: set[str], d: Dist):
     """Training loader (the configured strategy, augmentation) and validation loader (uniform,
     the same patches every epoch), each over its own fold's rows only."""
     roles = ("image", "label", *sorted(needs))
@@ -147,7 +148,7 @@ def _loaders(cfg: Config, store: VolumeStore, index: PatchIndex, train_ids: list
     loader = make_loader(store, train_index, cfg.sampler, cfg.patch_size, cfg.batch_size,
                          cfg.num_workers, cfg.seed, build_augmentation(cfg.augment),
                          samples_per_epoch=cfg.iterations_per_epoch * cfg.batch_size,
-                         roles=roles, **cfg.sampler_options)
+                         roles=roles, rank=d.rank, world=d.world, **cfg.sampler_options)
     val_loader = make_loader(store, index.subset(_volume_rows(index, val_ids)), "uniform",
                              cfg.patch_size, cfg.batch_size, cfg.num_workers, cfg.seed + 1,
                              roles=roles, samples_per_epoch=cfg.val_iterations * cfg.batch_size)
@@ -184,6 +185,7 @@ class RunState:
     iteration: int = 0
     best_score: float = -math.inf
     best_epoch: int = -1
+    world: int = 1  # processes training together (torchrun); resume needs the same number
 
 
 def checkpoint_state(run: RunState, cfg: Config) -> dict[str, Any]:
@@ -195,7 +197,7 @@ def checkpoint_state(run: RunState, cfg: Config) -> dict[str, Any]:
             "strategy": run.strategy.state_dict(), "rng": rng, "config": asdict(cfg),
             "epoch": run.epoch, "iteration": run.iteration, "best_score": run.best_score,
             "best_epoch": run.best_epoch, "health_losses": list(run.monitor.losses),
-            "health_streak": run.monitor.streak, "index": run.index_path}
+            "health_streak": run.monitor.streak, "index": run.index_path, "world": run.world}
 
 
 def restore(run: RunState, ck: dict[str, Any]) -> None:
@@ -212,10 +214,15 @@ def restore(run: RunState, ck: dict[str, Any]) -> None:
     run.best_score, run.best_epoch = ck["best_score"], ck["best_epoch"]
     run.monitor.losses, run.monitor.streak = list(ck["health_losses"]), ck["health_streak"]
     run.index_path = ck["index"]
+    if ck.get("world", 1) != run.world:
+        raise ValueError(f"this run was trained on {ck.get('world', 1)} process(es) and is "
+                         f"resumed on {run.world}: each rank's share of the sampling stream "
+                         f"depends on it; resume with torchrun --nproc_per_node="
+                         f"{ck.get('world', 1)} (or 1 process without torchrun)")
 
 
 def _build_run(cfg: Config, census, strategy, index_path: str, device: torch.device,
-               log) -> RunState:
+               log, world: int = 1) -> RunState:
     """Model (output bias at the training census's surface prior), optimizer, EMA."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
@@ -229,13 +236,16 @@ def _build_run(cfg: Config, census, strategy, index_path: str, device: torch.dev
     ema = (torch.optim.swa_utils.AveragedModel(
         model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema_decay))
         if cfg.ema_decay > 0 else None)
-    return RunState(model, opt, ema, strategy, HealthMonitor(cfg.warmup_epochs), index_path)
+    return RunState(model, opt, ema, strategy, HealthMonitor(cfg.warmup_epochs), index_path,
+                    world=world)
 
 
 # ------------------------------------------------------------------ one epoch
 def _train_epoch(run: RunState, step_model, loader, loss_fn: CompoundLoss, store: VolumeStore,
-                 cfg: Config, device: torch.device, autocast, epoch: int) -> dict[str, Any]:
-    """One epoch of steps; returns the loss, its terms, the confusion summary and timings."""
+                 cfg: Config, device: torch.device, autocast, epoch: int, d: Dist
+                 ) -> dict[str, Any]:
+    """One epoch of steps; returns the loss, its terms, the confusion summary and timings (of
+    this rank's share: with several ranks, rank 0's)."""
     t0 = time.perf_counter()
     loader.set_epoch(epoch)
     run.model.train()
@@ -268,7 +278,9 @@ def _train_epoch(run: RunState, step_model, loader, loss_fn: CompoundLoss, store
         run.optimizer.step()
         if run.ema is not None:
             run.ema.update_parameters(run.model)
-        run.strategy.update(batch["row"].numpy(), result.per_sample.cpu().numpy())
+        # every rank's feedback reaches every rank's strategy: all sample from one state
+        run.strategy.update(*d.gather_feedback(batch["row"].numpy(),
+                                               result.per_sample.cpu().numpy()))
         conf.add(logits, targets)
         sums["total"] += result.total.detach().item()
         for k, v in result.terms.items():
@@ -338,41 +350,36 @@ def train(cfg: Config, *, resume: str | None = None, overwrite: bool = False,
     """
     # ------------------------------------------------------------------ setup
     check_names(cfg)
-    out, held = Path(cfg.out), _held_run(Path(cfg.out)) if resume is None else []
-    if held and not overwrite:
-        raise FileExistsError(f"{out} holds a run ({', '.join(held)}); continue it with "
-                              f"--resume {out}, or start afresh with --overwrite (deletes it)")
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    d = init_distributed()  # one process unless launched by torchrun
+    log = log if d.main else _quiet  # rank 0 speaks, writes, validates; the others follow
+    out, held = Path(cfg.out), _claim(Path(cfg.out), resume, overwrite)
+    device = d.device
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
                 and cfg.amp else nullcontext())
-    log(f"run {out} on {device}" + (f" ({torch.cuda.get_device_name()})"
-                                    if device.type == "cuda" else ""))
+    log(f"run {out} on {device}" + (f" ({torch.cuda.get_device_name()})" if device.type ==
+                                    "cuda" else "") + (f", {d.world} processes" * d.active))
 
     # ------------------------------------------------------------------ data and loss
     needs = CompoundLoss(cfg.loss_weights).needs()
-    store, index, index_path = _prepare_data(cfg, needs, log)
+    store, index, index_path = _prepare_data_once(cfg, needs, d, log)
     train_ids, val_ids = split_folds(store, index.volume_ids, cfg.num_folds, cfg.fold,
                                      cfg.val_volumes)
     log((f"fold {cfg.fold}/{cfg.num_folds}: " if not cfg.val_volumes else "")
         + f"{len(train_ids)} training volumes, "
         f"{len(val_ids)} validation volumes ({', '.join(val_ids)})")
-    train_index, loader, val_loader = _loaders(cfg, store, index, train_ids, val_ids, needs)
+    train_index, loader, val_loader = _loaders(cfg, store, index, train_ids, val_ids, needs, d)
     census = train_index.census()  # the training fold's only: nothing leaks from validation
-    loss_fn = build_loss(cfg.loss_weights, focal_gamma=cfg.focal_gamma,
-                         focal_alpha=cfg.focal_alpha, use_class_weights=cfg.use_class_weights,
-                         background_weight=cfg.background_weight,
-                         foreground_weight=cfg.foreground_weight, census=census,
-                         cldice_iterations=cfg.cldice_iterations,
-                         boundary_clip=cfg.boundary_clip, log=log).to(device)
+    loss_fn = _loss_of(cfg, census, log).to(device)
     boxes, baseline = _metric_boxes(cfg, store, val_ids, log)
 
     # ------------------------------------------------------------------ model, resume or start
-    run = _build_run(cfg, census, loader.strategy, index_path, device, log)
-    step_model = torch.compile(run.model) if cfg.compile else run.model
-    first_epoch = _resume(run, resume, out, cfg, log) if resume else _start(
-        out, held, loader, store, census, cfg, log)
-    with atomic_write(out / "config.yaml") as f:
-        f.write(config_to_yaml(cfg).encode())
+    run = _build_run(cfg, census, loader.strategy, index_path, device, log, d.world)
+    step_model = _step_model(run.model, cfg, d)
+    first_epoch = (_resume(run, resume, out, cfg, log, d) if resume else
+                   _start(out, held, loader, store, census, cfg, log) if d.main else 0)
+    if d.main:
+        with atomic_write(out / "config.yaml") as f:
+            f.write(config_to_yaml(cfg).encode())
 
     # ------------------------------------------------------------------ epochs
     exit_code = None
@@ -381,20 +388,68 @@ def train(cfg: Config, *, resume: str | None = None, overwrite: bool = False,
     for epoch in range(first_epoch, last_epoch + 1):
         t0 = time.perf_counter()
         part = _train_epoch(run, step_model, loader, loss_fn, store, cfg, device, autocast,
-                            epoch)
-        eval_model = run.ema.module if run.ema is not None else run.model  # EMA when kept
-        record = {"epoch": epoch, **part, **_validate(eval_model, val_loader, loss_fn, store,
-                                                      boxes, cfg, device, autocast, epoch)}
-        record |= {"baseline": baseline, "seconds": time.perf_counter() - t0,
-                   "alarms": run.monitor.check(epoch, record["train_loss"], record["train"])}
-        exit_code = _end_epoch(run, record, cfg, out, log)
+                            epoch, d)
+        if d.main:
+            eval_model = run.ema.module if run.ema is not None else run.model  # EMA when kept
+            record = {"epoch": epoch, **part, **_validate(
+                eval_model, val_loader, loss_fn, store, boxes, cfg, device, autocast, epoch)}
+            record |= {"baseline": baseline, "seconds": time.perf_counter() - t0, "alarms":
+                       run.monitor.check(epoch, record["train_loss"], record["train"])}
+            exit_code = _end_epoch(run, record, cfg, out, log)
+        exit_code = d.broadcast(exit_code)  # every rank stops where rank 0 does
         if exit_code is not None:
             break
 
     # ------------------------------------------------------------------ verdict
-    log(format_verdict(verdict(read_metrics(out))))
-    log(f"metrics: {out / 'metrics.jsonl'}; plots: python tools/report.py {out}")
+    if d.main:
+        log(format_verdict(verdict(read_metrics(out))))
+        log(f"metrics: {out / 'metrics.jsonl'}; plots: python tools/report.py {out}")
+    d.close()
     return exit_code or 0
+
+
+def _prepare_data_once(cfg: Config, needs: set[str], d: Dist, log):
+    """``_prepare_data`` on rank 0 first (it derives targets and builds the index), then on
+    the others, which find both ready."""
+    if not d.main:
+        d.barrier()
+    prepared = _prepare_data(cfg, needs, log)
+    if d.main:
+        d.barrier()
+    return prepared
+
+
+def _loss_of(cfg: Config, census, log) -> CompoundLoss:
+    return build_loss(cfg.loss_weights, focal_gamma=cfg.focal_gamma, focal_alpha=cfg.focal_alpha,
+                      use_class_weights=cfg.use_class_weights,
+                      background_weight=cfg.background_weight,
+                      foreground_weight=cfg.foreground_weight, census=census,
+                      cldice_iterations=cfg.cldice_iterations, boundary_clip=cfg.boundary_clip,
+                      log=log)
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+def _claim(out: Path, resume: str | None, overwrite: bool) -> list[str]:
+    """The run files a fresh start will replace (only with ``overwrite``; else an error)."""
+    held = _held_run(out) if resume is None else []
+    if held and not overwrite:
+        raise FileExistsError(f"{out} holds a run ({', '.join(held)}); continue it with "
+                              f"--resume {out}, or start afresh with --overwrite (deletes it)")
+    return held
+
+
+def _step_model(model: torch.nn.Module, cfg: Config, d: Dist) -> torch.nn.Module:
+    """What the training step calls: compiled when asked, wrapped in DDP across ranks."""
+    step = torch.compile(model) if cfg.compile else model
+    if d.active:
+        from torch.nn.parallel import DistributedDataParallel
+
+        step = DistributedDataParallel(step, device_ids=[d.device.index]
+                                       if d.device.type == "cuda" else None)
+    return step
 
 
 def _end_epoch(run: RunState, record: dict[str, Any], cfg: Config, out: Path, log) -> int | None:
@@ -424,11 +479,12 @@ def _end_epoch(run: RunState, record: dict[str, Any], cfg: Config, out: Path, lo
     return None
 
 
-def _resume(run: RunState, resume: str, out: Path, cfg: Config, log) -> int:
+def _resume(run: RunState, resume: str, out: Path, cfg: Config, log, d: Dist) -> int:
     """Restore from ``resume``; the first epoch to train (``cfg.epochs`` when it finished)."""
     ck = load_checkpoint(resume)
-    _keep_metrics_until(out / "metrics.jsonl", ck["epoch"])
     restore(run, ck)
+    if d.main:
+        _keep_metrics_until(out / "metrics.jsonl", ck["epoch"])
     if _stopped_early(run.epoch, run.best_epoch, cfg) or run.epoch + 1 >= cfg.epochs:
         log(f"{resume}: the run finished at epoch {run.epoch}; nothing left to train")
         return cfg.epochs
