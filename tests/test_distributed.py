@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from trainer.checkpoint import load_checkpoint, save_checkpoint
+from trainer.cli import main
 from trainer.config import config_from_dict, config_to_yaml
-from trainer.train import main
 from trainer.verdict import read_metrics
 from vesuvius_data import VolumeStore
 from vesuvius_data.synthetic import make_volume

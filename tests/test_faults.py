@@ -19,9 +19,9 @@ import torch
 
 from tools import derive, evaluate, index, ingest, predict, synth, verify
 from trainer.checkpoint import load_checkpoint, save_checkpoint
+from trainer.cli import main as train_main
 from trainer.config import config_from_dict, config_to_yaml
 from trainer.model import build_model
-from trainer.train import main as train_main
 from trainer.train import train
 from trainer.verdict import read_metrics
 from vesuvius_data import PatchIndex, VolumeStore, build_index, make_loader

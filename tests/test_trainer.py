@@ -11,11 +11,12 @@ import yaml
 
 from tools import report
 from trainer.checkpoint import load_checkpoint
+from trainer.cli import main
 from trainer.config import Config, apply_overrides, config_from_dict, config_to_yaml, load_config
 from trainer.folds import split_folds
 from trainer.health import Confusion, HealthMonitor
 from trainer.schedule import learning_rate
-from trainer.train import COLLAPSE_EXIT, main, train
+from trainer.train import COLLAPSE_EXIT, train
 from trainer.verdict import read_metrics, verdict
 from vesuvius_data import VolumeStore
 from vesuvius_data.synthetic import make_volume
@@ -297,7 +298,9 @@ def test_index_subset_forgets_other_volumes(four_scrolls):
 
 
 def test_checkpoint_state_and_restore_are_a_matched_pair(four_scrolls, tmp_path):
-    from trainer.train import RunState, _build_run, _volume_rows, checkpoint_state, restore
+    from trainer.checkpoint import RunState, checkpoint_state, restore
+    from trainer.data import volume_rows as _volume_rows
+    from trainer.train import _build_run
     from vesuvius_data import build_index
     from vesuvius_data.sampling import make_strategy
 
@@ -359,7 +362,7 @@ def test_help_explains_every_key(capsys):
 
 
 def test_patch_size_spelled_either_way(four_scrolls, tmp_path):
-    from trainer.train import _parse_argv
+    from trainer.cli import _parse_argv
 
     assert _parse_argv(["--patch-size=32"])[3] == {"patch_size": "32"}
     assert _parse_argv(["--patch_size", "32"])[3] == {"patch_size": "32"}

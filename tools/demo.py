@@ -28,7 +28,7 @@ if __package__ in (None, ""):  # run as `python tools/demo.py`: make `tools` imp
     sys.path.insert(0, str(ROOT))
 
 from tools import index, ingest, report, strategies, synth  # noqa: E402
-from trainer.train import main as train_main  # noqa: E402
+from trainer.cli import main as train_main  # noqa: E402
 from vesuvius_data.cli import positive_int, user_errors  # noqa: E402
 from vesuvius_data.index import default_index_path, default_stride  # noqa: E402
 

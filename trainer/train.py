@@ -10,89 +10,37 @@ a folder that holds one unless ``--overwrite`` (which deletes it first): two run
 from __future__ import annotations
 
 import json
-import math
 import shutil
-import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from vesuvius_data import PatchIndex, VolumeStore, build_index, make_loader
+from vesuvius_data import VolumeStore
 from vesuvius_data._atomic import atomic_write
-from vesuvius_data.cli import user_errors
-from vesuvius_data.derived import DERIVED_ROLES, derive_targets
-from vesuvius_data.index import default_index_path, default_stride
 
-from .augment import build_augmentation
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import RunState, checkpoint_state, load_checkpoint, restore, save_checkpoint
 from .config import (
     Config,
-    apply_overrides,
     check_names,
-    config_from_dict,
     config_to_yaml,
-    describe_keys,
-    load_config,
 )
+from .data import fold_loaders, prepare_data
 from .distributed import Dist, init_distributed
 from .folds import split_folds
 from .health import Confusion, HealthMonitor, batch_report
 from .losses import CompoundLoss, Targets, build_loss, make_targets
 from .model import build_model, count_parameters
 from .optimizers import build_optimizer
+from .run_folder import claim, keep_metrics_until
 from .schedule import learning_rate
 from .validation import competition_score, empty_prediction_score, validation_boxes
 from .verdict import format_verdict, read_metrics, verdict
 
 COLLAPSE_EXIT = 3
-#: files whose presence means a folder holds a trained run (config and metrics alone do not:
-#: a start killed before its first checkpoint lost nothing, and a fresh start may reuse it)
-RUN_MARKERS = ("last.pt", "best.pt")
-
-
-def _prepare_data(cfg: Config, needs: set[str], log) -> tuple[VolumeStore, PatchIndex, str]:
-    """Open the store, derive missing targets, load or build the index (saying so)."""
-    store = VolumeStore.open(cfg.data_dir)
-    stride = cfg.stride or default_stride(cfg.patch_size)
-    missing = [v for v in store.ids() if not needs <= set(store.info(v).derived)]
-    underivable = sorted(needs - set(DERIVED_ROLES))
-    for vid in missing:
-        if not set(underivable) <= set(store.info(vid).derived):
-            raise ValueError(f"volume {vid} has no {underivable} target(s), which the loss "
-                             "needs and tools/derive.py does not make: store them with "
-                             "VolumeStore.add_derived")
-    if needs and missing:
-        log(f"deriving {', '.join(sorted(DERIVED_ROLES))} for {len(missing)} volumes (once; "
-            f"see tools/derive.py)")
-        store = VolumeStore.open(cfg.data_dir, mode="a")
-        for vid in tqdm(missing, desc="derive", unit="vol", disable=None):
-            store.add_derived(vid, derive_targets(store.label(vid), store.label_spec,
-                                                  cfg.boundary_clip),
-                              {"clip": cfg.boundary_clip})
-        store = VolumeStore.open(cfg.data_dir)
-    index_path = Path(cfg.index) if cfg.index else default_index_path(cfg.data_dir,
-                                                                       cfg.patch_size, stride)
-    previous = PatchIndex.load(index_path) if index_path.is_file() else None
-    # the index's own incremental build decides what is stale: unchanged volumes are copied
-    # without a read, so this costs nothing when the index is current
-    index = build_index(store, cfg.patch_size, stride, previous=previous, progress=False)
-    b = index.meta["build"]
-    if previous is None or b["built"] or b["dropped"]:
-        log(f"built the patch index {index_path} (patch {cfg.patch_size}, stride {stride}; "
-            f"{len(b['built'])} volumes indexed, {len(b['reused'])} reused)")
-        index.save(index_path)
-    return store, index, str(index_path)
-
-
-def _volume_rows(index: PatchIndex, ids: list[str]) -> np.ndarray:
-    codes = [index.volume_ids.index(v) for v in ids if v in index.volumes]
-    return np.flatnonzero(np.isin(index.volume, codes))
 
 
 def _batch_targets(batch: dict[str, Any], store: VolumeStore, needs: set[str],
@@ -115,44 +63,8 @@ def _loss(loss_fn: CompoundLoss, outputs, targets: Targets):
     return outs[0]._replace(total=combined), outputs[0]
 
 
-def _held_run(out: Path) -> list[str]:
-    """The files that make ``out`` hold a run that a fresh start would destroy."""
-    return [name for name in RUN_MARKERS if (out / name).exists()]
-
-
 def _stopped_early(epoch: int, best_epoch: int, cfg: Config) -> bool:
     return epoch - best_epoch >= cfg.early_stopping_patience
-
-
-def _keep_metrics_until(path: Path, last_epoch: int) -> None:
-    """Drop records after the checkpoint's epoch (and a line torn by a kill), atomically, so a
-    resumed run's log never holds an epoch twice."""
-    kept = []
-    for line in path.read_text().splitlines() if path.is_file() else []:
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if record.get("epoch", math.inf) <= last_epoch:
-            kept.append(line + "\n")
-    with atomic_write(path) as f:
-        f.write("".join(kept).encode())
-
-
-def _loaders(cfg: Config, store: VolumeStore, index: PatchIndex, train_ids: list[str],
-             val_ids: list[str], needs: set[str], d: Dist):
-    """Training loader (the configured strategy, augmentation) and validation loader (uniform,
-    the same patches every epoch), each over its own fold's rows only."""
-    roles = ("image", "label", *sorted(needs))
-    train_index = index.subset(_volume_rows(index, train_ids))
-    loader = make_loader(store, train_index, cfg.sampler, cfg.patch_size, cfg.batch_size,
-                         cfg.num_workers, cfg.seed, build_augmentation(cfg.augment),
-                         samples_per_epoch=cfg.iterations_per_epoch * cfg.batch_size,
-                         roles=roles, rank=d.rank, world=d.world, **cfg.sampler_options)
-    val_loader = make_loader(store, index.subset(_volume_rows(index, val_ids)), "uniform",
-                             cfg.patch_size, cfg.batch_size, cfg.num_workers, cfg.seed + 1,
-                             roles=roles, samples_per_epoch=cfg.val_iterations * cfg.batch_size)
-    return train_index, loader, val_loader
 
 
 def _metric_boxes(cfg: Config, store: VolumeStore, val_ids: list[str], log
@@ -170,57 +82,6 @@ def _metric_boxes(cfg: Config, store: VolumeStore, val_ids: list[str], log
 
 
 # ------------------------------------------------------------------ run state and checkpoints
-@dataclass
-class RunState:
-    """What a checkpoint holds besides the config; ``checkpoint_state`` and ``restore`` are its
-    matched pair (a test checks that restoring then saving gives back what was saved)."""
-
-    model: torch.nn.Module
-    optimizer: torch.optim.Optimizer
-    ema: torch.optim.swa_utils.AveragedModel | None
-    strategy: Any  # the training loader's sampling strategy (hard-negative keeps state)
-    monitor: HealthMonitor
-    index_path: str
-    epoch: int = -1  # the last finished epoch
-    iteration: int = 0
-    best_score: float = -math.inf
-    best_epoch: int = -1
-    world: int = 1  # processes training together (torchrun); resume needs the same number
-
-
-def checkpoint_state(run: RunState, cfg: Config) -> dict[str, Any]:
-    rng = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        rng["cuda"] = torch.cuda.get_rng_state_all()
-    return {"model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
-            "ema": run.ema.state_dict() if run.ema is not None else None,
-            "strategy": run.strategy.state_dict(), "rng": rng, "config": asdict(cfg),
-            "epoch": run.epoch, "iteration": run.iteration, "best_score": run.best_score,
-            "best_epoch": run.best_epoch, "health_losses": list(run.monitor.losses),
-            "health_streak": run.monitor.streak, "index": run.index_path, "world": run.world}
-
-
-def restore(run: RunState, ck: dict[str, Any]) -> None:
-    """Everything ``checkpoint_state`` saved, back into ``run`` (the config is the caller's)."""
-    run.model.load_state_dict(ck["model"])
-    run.optimizer.load_state_dict(ck["optimizer"])
-    if run.ema is not None and ck["ema"] is not None:
-        run.ema.load_state_dict(ck["ema"])
-    run.strategy.load_state_dict(ck["strategy"])
-    torch.set_rng_state(ck["rng"]["torch"])
-    if "cuda" in ck["rng"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(ck["rng"]["cuda"])
-    run.epoch, run.iteration = ck["epoch"], ck["iteration"]
-    run.best_score, run.best_epoch = ck["best_score"], ck["best_epoch"]
-    run.monitor.losses, run.monitor.streak = list(ck["health_losses"]), ck["health_streak"]
-    run.index_path = ck["index"]
-    if ck.get("world", 1) != run.world:
-        raise ValueError(f"this run was trained on {ck.get('world', 1)} process(es) and is "
-                         f"resumed on {run.world}: each rank's share of the sampling stream "
-                         f"depends on it; resume with torchrun --nproc_per_node="
-                         f"{ck.get('world', 1)} (or 1 process without torchrun)")
-
-
 def _build_run(cfg: Config, census, strategy, index_path: str, device: torch.device,
                log, world: int = 1) -> RunState:
     """Model (output bias at the training census's surface prior), optimizer, EMA."""
@@ -352,7 +213,7 @@ def train(cfg: Config, *, resume: str | None = None, overwrite: bool = False,
     check_names(cfg)
     d = init_distributed()  # one process unless launched by torchrun
     log = log if d.main else _quiet  # rank 0 speaks, writes, validates; the others follow
-    out, held = Path(cfg.out), _claim(Path(cfg.out), resume, overwrite)
+    out, held = Path(cfg.out), claim(Path(cfg.out), resume, overwrite)
     device = d.device
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
                 and cfg.amp else nullcontext())
@@ -361,13 +222,14 @@ def train(cfg: Config, *, resume: str | None = None, overwrite: bool = False,
 
     # ------------------------------------------------------------------ data and loss
     needs = CompoundLoss(cfg.loss_weights).needs()
-    store, index, index_path = _prepare_data_once(cfg, needs, d, log)
+    store, index, index_path = prepare_data(cfg, needs, d, log)
     train_ids, val_ids = split_folds(store, index.volume_ids, cfg.num_folds, cfg.fold,
                                      cfg.val_volumes)
     log((f"fold {cfg.fold}/{cfg.num_folds}: " if not cfg.val_volumes else "")
         + f"{len(train_ids)} training volumes, "
         f"{len(val_ids)} validation volumes ({', '.join(val_ids)})")
-    train_index, loader, val_loader = _loaders(cfg, store, index, train_ids, val_ids, needs, d)
+    train_index, loader, val_loader = fold_loaders(cfg, store, index, train_ids, val_ids,
+                                                   needs, d)
     census = train_index.census()  # the training fold's only: nothing leaks from validation
     loss_fn = _loss_of(cfg, census, log).to(device)
     boxes, baseline = _metric_boxes(cfg, store, val_ids, log)
@@ -408,17 +270,6 @@ def train(cfg: Config, *, resume: str | None = None, overwrite: bool = False,
     return exit_code or 0
 
 
-def _prepare_data_once(cfg: Config, needs: set[str], d: Dist, log):
-    """``_prepare_data`` on rank 0 first (it derives targets and builds the index), then on
-    the others, which find both ready."""
-    if not d.main:
-        d.barrier()
-    prepared = _prepare_data(cfg, needs, log)
-    if d.main:
-        d.barrier()
-    return prepared
-
-
 def _loss_of(cfg: Config, census, log) -> CompoundLoss:
     return build_loss(cfg.loss_weights, focal_gamma=cfg.focal_gamma, focal_alpha=cfg.focal_alpha,
                       use_class_weights=cfg.use_class_weights,
@@ -430,15 +281,6 @@ def _loss_of(cfg: Config, census, log) -> CompoundLoss:
 
 def _quiet(_: str) -> None:
     pass
-
-
-def _claim(out: Path, resume: str | None, overwrite: bool) -> list[str]:
-    """The run files a fresh start will replace (only with ``overwrite``; else an error)."""
-    held = _held_run(out) if resume is None else []
-    if held and not overwrite:
-        raise FileExistsError(f"{out} holds a run ({', '.join(held)}); continue it with "
-                              f"--resume {out}, or start afresh with --overwrite (deletes it)")
-    return held
 
 
 def _step_model(model: torch.nn.Module, cfg: Config, d: Dist) -> torch.nn.Module:
@@ -484,7 +326,7 @@ def _resume(run: RunState, resume: str, out: Path, cfg: Config, log, d: Dist) ->
     ck = load_checkpoint(resume)
     restore(run, ck)
     if d.main:
-        _keep_metrics_until(out / "metrics.jsonl", ck["epoch"])
+        keep_metrics_until(out / "metrics.jsonl", ck["epoch"])
     if _stopped_early(run.epoch, run.best_epoch, cfg) or run.epoch + 1 >= cfg.epochs:
         log(f"{resume}: the run finished at epoch {run.epoch}; nothing left to train")
         return cfg.epochs
@@ -508,54 +350,3 @@ def _start(out: Path, held: list[str], loader, store: VolumeStore, census, cfg: 
         log(f"WARNING: {w}")
     return 0
 
-
-def _parse_argv(argv: list[str]) -> tuple[str | None, str | None, bool, dict[str, str]]:
-    """``--config PATH``, ``--resume DIR``, ``--overwrite`` and ``--key=value`` / ``--key value``
-    overrides."""
-    config, resume, overwrite, overrides = None, None, False, {}
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        if arg == "--overwrite":
-            overwrite, i = True, i + 1
-            continue
-        if arg in ("-h", "--help"):
-            print(__doc__)
-            print("  --overwrite  start afresh in an --out that holds a run (deletes it)\n"
-                  "config keys (--key=default  meaning):")
-            print(describe_keys())
-            raise SystemExit(0)
-        if not arg.startswith("--"):
-            raise ValueError(f"unexpected argument {arg!r}; use --key=value")
-        key, eq, value = arg[2:].partition("=")
-        key = key.replace("-", "_")  # --patch-size as the tools spell it, --patch_size too
-        if not eq:
-            if i + 1 >= len(argv):
-                raise ValueError(f"--{key} needs a value")
-            value, i = argv[i + 1], i + 1
-        if key == "config":
-            config = value
-        elif key == "resume":
-            resume = value
-        else:
-            overrides[key] = value
-        i += 1
-    return config, resume, overwrite, overrides
-
-
-@user_errors
-def main(argv: list[str] | None = None) -> int:
-    config, resume, overwrite, overrides = _parse_argv(sys.argv[1:] if argv is None else argv)
-    if resume and overwrite:
-        raise ValueError("--resume continues a run and --overwrite deletes it: pass one")
-    if resume:
-        cfg = config_from_dict(load_checkpoint(resume)["config"])
-        cfg.out = str(Path(resume) if Path(resume).is_dir() else Path(resume).parent)
-    else:
-        cfg = load_config(config)
-    cfg = check_names(apply_overrides(cfg, overrides))  # every name, before any data work
-    return train(cfg, resume=resume, overwrite=overwrite)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
