@@ -53,7 +53,7 @@ STEPS = {"hysteresis": {"weak_threshold": None}, "bridge cutting": {"split_seed"
          "dust": {"min_component": 0},
          "plug": {"plug": False}, "patch": {"patch_area": 0}, "cavities": {"max_cavity": 0}}
 #: what each step adds when the tuned config left it off (the other half of the ablation)
-STEPS_ON = {"hysteresis": {"weak_threshold": 0.3}, "bridge cutting": {"split_seed": 0.9},
+STEPS_ON = {"hysteresis": {"weak_threshold": 0.3}, "bridge cutting": {"split_seed": 0.99},
             "dust": {"min_component": 10},
             "plug": {"plug": True}, "patch": {"patch_area": 64}, "cavities": {"max_cavity": 100}}
 

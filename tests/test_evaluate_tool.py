@@ -113,3 +113,23 @@ def test_tune_postprocess_picks_the_threshold_by_the_metric(tmp_path, capsys):
     assert tune_postprocess.main([str(probs), str(labels), "--thresholds", "0.5",
                                   "--weak-thresholds", "0.7", "--min-components", "-1"]) == 2
     assert "must be >= 0" in capsys.readouterr().err
+
+
+def test_table_says_when_dim1_matches_are_only_a_bound(tmp_path, capsys, monkeypatch):
+    from vesuvius_data.metrics import _dim1
+
+    g = np.zeros((10, 16, 16), np.uint8)
+    g[1, 1:7, 1:7] = g[3, 1:7, 1:7] = 1  # two sheets inside the first octant
+    g[1, 4, 2:4] = 0  # a hole
+    p = g.copy()
+    p[1, 4, 2:4] = 1
+    p[1:4, 2, 2] = p[1:4, 2, 5] = 1  # a handle
+    for folder, volume in (("labels", g), ("preds", p)):
+        (tmp_path / folder).mkdir()
+        tifffile.imwrite(tmp_path / folder / "h.tif", volume)
+    args = [str(tmp_path / "preds"), str(tmp_path / "labels")]
+    assert evaluate.main(args) == 0
+    assert "upper bound" not in capsys.readouterr().out
+    monkeypatch.setattr(_dim1, "MAX_SWEEP_BYTES", 0)
+    assert evaluate.main(args) == 0
+    assert "their dim-1 matches are an upper bound: ['h']" in capsys.readouterr().out

@@ -50,6 +50,11 @@ def format_table(scores: dict[str, VolumeScore]) -> str:
     lines.append("-" * len(head))
     lines.append(f"{'mean':>14} {mean['score']:7.4f} {mean['topo_score']:7.4f} "
                  f"{mean['surface_dice']:7.4f} {mean['voi_score']:7.4f}   ({len(scores)} volumes)")
+    inexact = [vid for vid, s in scores.items() if s.betti.inexact_blocks]
+    if inexact:
+        lines.append(f"note: {len(inexact)} volume(s) have octants whose union has so many loops "
+                     f"(noise-like masks) that their dim-1 matches are an upper bound: "
+                     f"{inexact[:5]}")
     return "\n".join(lines)
 
 

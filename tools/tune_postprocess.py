@@ -104,7 +104,7 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--thresholds", type=_floats, default=[0.3, 0.4, 0.5, 0.6, 0.7])
     ap.add_argument("--weak-thresholds", type=_weak, default=[None, 0.2, 0.3],
                     help="hysteresis candidates below each threshold; 'none' = off")
-    ap.add_argument("--split-seeds", type=_weak, default=[None, 0.8, 0.9, 0.95],
+    ap.add_argument("--split-seeds", type=_weak, default=[None, 0.9, 0.95, 0.99, 0.995],
                     help="bridge-cutting seed thresholds; 'none' = off")
     ap.add_argument("--min-components", type=_ints, default=[0, 10, 100, 1000])
     ap.add_argument("--dust-connectivities", type=_ints, default=[6, 26])

@@ -34,7 +34,7 @@ import numpy as np
 from ._cubical import face_cubes, face_in_block, square_in
 from ._loops import LoopGenerators
 
-__all__ = ["SLACK_BITS", "dim1_matches"]
+__all__ = ["MAX_SWEEP_BYTES", "SLACK_BITS", "dim1_matches"]
 
 
 @numba.njit(nogil=True, cache=True)
@@ -245,9 +245,18 @@ def _project_entries(vox, kind, word, bits, matrix):
     return out_vox[:k], out_kind[:k], out_word[:k], out_bits[:k]
 
 
-def dim1_matches(p: np.ndarray, g: np.ndarray, union_loops: int) -> int:
+#: most memory one block's sweep may take for its potentials (8 bytes per cube per 64 bits of
+#: each mask); above it the block keeps the upper bound and counts as inexact. Only noise-like
+#: masks get there: a random or intensity-threshold mask whose union with the other has
+#: thousands of loops in one octant. Model predictions of sheets stay far below it (a 320^3
+#: hard-preset case with 36,000 predicted loops needs 0.6 GB in all).
+MAX_SWEEP_BYTES = 1 << 30
+
+
+def dim1_matches(p: np.ndarray, g: np.ndarray, union_loops: int) -> int | None:
     """Matched dimension-1 pairs of one block (all axes at least 2 voxels); ``union_loops`` is
-    b1 of the union, which bounds the rank that each mask's linking vectors can reach."""
+    b1 of the union, which bounds the rank that each mask's linking vectors can reach. None when
+    the sweep would need more than ``MAX_SWEEP_BYTES``."""
     g0 = LoopGenerators(p)
     if g0.count == 0:
         return 0
@@ -255,6 +264,10 @@ def dim1_matches(p: np.ndarray, g: np.ndarray, union_loops: int) -> int:
     if g1.count == 0:
         return 0
     bits = union_loops + SLACK_BITS
+    words = min(g0.words, -(-bits // 64)) + min(g1.words, -(-bits // 64))
+    nodes = int(np.prod([n - 1 for n in p.shape])) + 1
+    if nodes * words * 8 > MAX_SWEEP_BYTES:
+        return None
     a = _projected(g0, bits, seed=1)
     b = _projected(g1, bits, seed=2)
     return int(_sweep(np.ascontiguousarray(p | g), *a, *b))

@@ -24,10 +24,12 @@ counts can be read from components and Euler characteristics instead of matrix r
   loop is in the image of the prediction's loops and of the ground truth's; by Alexander
   duality that is a rank test on linking numbers with dual-graph cycles, done in one reverse
   union-find pass with bit-vector potentials. Skipped when min(p1, g1, b1 of the union) is 0
-  (then 0 is exact). There is no cap on loop classes: the linking vectors span at most b1 of
-  the union, so a mask with more classes (a noisy prediction: thousands of pinholes that the
-  label fills) is projected to b1(union) + 64 bits first, exact except with probability below
-  2^-64 (``_dim1._projected``). Blocks one voxel thin are planes: their loops are holes, matched
+  (then 0 is exact). No cap on loop classes: the linking vectors span at most b1 of the
+  union, so a mask with more classes (a noisy prediction: thousands of pinholes that the label
+  fills) is projected to b1(union) + 64 bits first, exact except with probability below 2^-64
+  (``_dim1._projected``). Only when the union itself has so many loops that the sweep would
+  need more than ``MAX_SWEEP_BYTES`` (noise-like masks) does the octant keep the upper bound
+  and count in ``inexact_blocks``. Blocks one voxel thin are planes: their loops are holes, matched
   by the top-dimensional rule of dimension 2, one dimension down (``_flat_dim1_matches``).
 """
 
@@ -58,7 +60,7 @@ class BettiCounts:
     matched: tuple[int, int, int]
     pred: tuple[int, int, int]  # bars of the prediction (matched + unmatched)
     gt: tuple[int, int, int]
-    inexact_blocks: int = 0  # kept for old callers: every dim-1 count is exact now, always 0
+    inexact_blocks: int = 0  # octants whose dim-1 matches are the upper bound (see _dim1)
 
     def __add__(self, other: BettiCounts) -> BettiCounts:
         def add(a, b):
@@ -128,10 +130,15 @@ def _block_counts(p: np.ndarray, g: np.ndarray) -> BettiCounts:
     m0 = _dim0_matches(p, g, p.ravel(), g.ravel()) if bp.b0 > 1 and bg_.b0 > 1 else 0
     m2 = _dim2_matches(bp, bg_, bu, p.shape) if bu.cavities is not None else 0
     m1 = min(bp.b1, bg_.b1, bu.b1)  # an upper bound, exact when it is 0
+    inexact = 0
     if m1:
-        m1 = dim1_matches(p, g, bu.b1) if solid else _flat_dim1_matches(p, g)
+        exact = dim1_matches(p, g, bu.b1) if solid else _flat_dim1_matches(p, g)
+        if exact is None:  # noise-like masks only: the sweep would exceed its memory budget
+            inexact = 1
+        else:
+            m1 = exact
     return BettiCounts((m0, m1, m2), (max(bp.b0 - 1, 0), bp.b1, bp.b2),
-                       (max(bg_.b0 - 1, 0), bg_.b1, bg_.b2))
+                       (max(bg_.b0 - 1, 0), bg_.b1, bg_.b2), inexact)
 
 
 def betti_numbers(mask: np.ndarray) -> tuple[int, int, int]:
