@@ -5,7 +5,7 @@ from tools import demo
 
 def test_demo_runs_end_to_end_and_resumes(tmp_path, capsys):
     argv = ["--out", str(tmp_path / "demo"), "--volumes", "2", "--shape", "48",
-            "--patch_size", "16", "--stride=8",
+            "--patch-size", "16", "--patch_size=16", "--stride=8",
             "--num_folds=2", "--epochs=1", "--iterations_per_epoch=2", "--val_iterations=1",
             "--num_workers=0", "--initial_filters=4", "--depth=2"]
     assert demo.main(argv) == 0

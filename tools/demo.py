@@ -43,8 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shape", type=positive_int, default=320, help="side of the cubic volumes")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--preset", default="mixed", help="easy, hard or mixed (tools/synth.py)")
-    parser.add_argument("--patch-size", "--patch_size", type=positive_int, default=128,
-                        help="patch side of the index and of the training run")
+    parser.add_argument("--patch-size", type=positive_int, default=128,
+                        help="patch side of stages 3-4 (index, strategies); training takes its "
+                        "own from its config, or from --patch_size=N passed to the trainer")
     parser.add_argument("--train", default=str(ROOT / "configs" / "cpu_smoke.yaml"),
                         help="trainer config for stage 5; 'none' skips training")
 
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         rc = train_main(["--resume", str(run), *train_overrides])
     else:
         rc = train_main(["--config", args.train, f"--data_dir={store}", f"--out={run}",
-                         f"--patch_size={args.patch_size}", *train_overrides])
+                         *train_overrides])
     if rc:
         return rc
     print("\n== 6. report")
