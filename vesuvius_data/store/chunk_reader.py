@@ -25,7 +25,7 @@ import zarr
 import zarr.storage
 from zarr.codecs import BloscCodec, BytesCodec, ZstdCodec
 
-from .integrity import ChunkError, recorded_chunks
+from .integrity import ChunkError, chunk_exists, recorded_chunks
 
 __all__ = ["ChunkReader", "WindowCache", "FastArray"]
 
@@ -87,7 +87,7 @@ class ChunkReader:
                                  f"cannot be decoded ({type(e).__name__}: {e})") from e
             # zarr reads an absent chunk as the fill value; a recorded one never equals it
             if self._recorded is not None and key in self._recorded and \
-                    np.all(data == self._fill) and not self._exists(key):
+                    np.all(data == self._fill) and not chunk_exists(self.arr, key):
                 raise ChunkError.of(self.arr, key, _location(self.arr),
                                  "missing (the store recorded it at write)")
             return data
@@ -107,11 +107,6 @@ class ChunkReader:
             raise ChunkError.of(self.arr, key, _location(self.arr),
                              f"cannot be decoded ({type(e).__name__}: {e})") from e
         return full[tuple(slice(0, v) for v in valid)]
-
-    def _exists(self, key: str) -> bool:
-        from zarr.core.sync import sync
-
-        return bool(sync(self.arr.store.exists(f"{self.arr.path}/{key}".lstrip("/"))))
 
 
 class WindowCache:

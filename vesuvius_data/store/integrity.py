@@ -25,8 +25,9 @@ from typing import Any
 
 import zarr
 
-__all__ = ["RECORD_KEY", "ChunkError", "ChunkProblem", "chunk_index", "record_chunks",
-           "recorded_chunks", "verify_array", "VerifyReport", "where"]
+__all__ = ["RECORD_KEY", "ChunkError", "ChunkProblem", "VerifyReport", "chunk_exists",
+           "chunk_index", "record_chunks", "recorded_chunks", "verify_array", "verify_store",
+           "where"]
 
 RECORD_KEY = "vesuvius_chunks"
 _VOLUME_ARRAY = re.compile(r"(?:^|/)volumes/([^/]+)/([^/]+)$")
@@ -89,6 +90,11 @@ def _sync(coro: Any) -> Any:
     from zarr.core.sync import sync
 
     return sync(coro)
+
+
+def chunk_exists(arr: zarr.Array, key: str) -> bool:
+    """Whether chunk ``key`` of ``arr`` is stored (any zarr store)."""
+    return bool(_sync(arr.store.exists(f"{arr.path}/{key}".lstrip("/"))))
 
 
 def _get_many(arr: zarr.Array, keys: list[str]) -> list[bytes | None]:
@@ -189,3 +195,30 @@ def verify_array(arr: zarr.Array, *, deep: bool = False) -> tuple[list[ChunkProb
 def _sizes(arr: zarr.Array, keys: list[str]) -> dict[str, int]:
     prefix = f"{arr.path}/".lstrip("/")
     return {k: _sync(arr.store.getsize(prefix + k)) for k in keys}
+
+
+def verify_store(store: Any, volume_ids: list[str] | None = None, *, deep: bool = False,
+                 progress: bool = False) -> VerifyReport:
+    """``verify_array`` over every array (image, label, derived targets) of the given volumes of
+    a ``VolumeStore`` (default all), with a repair hint per damaged volume."""
+    from tqdm.auto import tqdm
+
+    report = VerifyReport()
+    ids = store.ids() if volume_ids is None else [store.info(v).volume_id for v in volume_ids]
+    for vid in tqdm(ids, desc="verify", unit="vol", disable=None if progress else True):
+        report.volumes += 1
+        for role in ("image", "label", *store.info(vid).derived):
+            try:
+                arr = store.zarr_array(vid, role)
+            except (KeyError, FileNotFoundError):
+                report.problems.append(ChunkProblem(vid, role, "*", "array missing"))
+                continue
+            problems, checked = verify_array(arr, deep=deep)
+            report.problems += problems
+            report.chunks += checked
+            if recorded_chunks(arr) is None:
+                report.unrecorded.append(f"{vid}/{role}")
+    for vid in report.damaged_volumes():
+        source = store.info(vid).source
+        report.repair[vid] = repair_hint(vid) + (f"; its source: {source}" if source else "")
+    return report

@@ -35,7 +35,7 @@ from zarr.codecs import BloscCodec
 
 from ..labels import LabelCensus, LabelSpec
 from .chunk_reader import FastArray
-from .integrity import ChunkProblem, VerifyReport, record_chunks, repair_hint, verify_array
+from .integrity import VerifyReport, record_chunks, verify_store
 from .volume_info import ID_PATTERN, VolumeInfo, check_volume_id, is_url, validate_pair
 
 __all__ = ["VolumeStore", "VolumeInfo", "DEFAULT_CHUNKS", "DEFAULT_COMPRESSOR"]
@@ -207,28 +207,7 @@ class VolumeStore:
         """Check every stored chunk of the given volumes (default all) against the record
         written with it: missing, resized or unexpected chunks; with ``deep`` also checksums
         and decoding. Reads no chunk data unless ``deep``."""
-        from tqdm.auto import tqdm
-
-        report = VerifyReport()
-        ids = self.ids() if volume_ids is None else [self.info(v).volume_id for v in volume_ids]
-        for vid in tqdm(ids, desc="verify", unit="vol", disable=None if progress else True):
-            report.volumes += 1
-            for role in ("image", "label", *self.info(vid).derived):
-                try:
-                    arr = self.zarr_array(vid, role)
-                except (KeyError, FileNotFoundError):
-                    report.problems.append(ChunkProblem(vid, role, "*", "array missing"))
-                    continue
-                problems, checked = verify_array(arr, deep=deep)
-                report.problems += problems
-                report.chunks += checked
-                if not arr.attrs.get("vesuvius_chunks"):
-                    report.unrecorded.append(f"{vid}/{role}")
-        report.repair = {p.volume_id: repair_hint(p.volume_id)
-                         + (f"; its source: {self.info(p.volume_id).source}"
-                            if self.info(p.volume_id).source else "")
-                         for p in report.problems}
-        return report
+        return verify_store(self, volume_ids, deep=deep, progress=progress)
 
     def census(self, volume_ids: list[str] | None = None) -> LabelCensus:
         """Sum of the stored per-volume censuses (volumes without one are skipped)."""
