@@ -202,3 +202,85 @@ def test_torchio_queue_with_our_strategy():
         labeled = (crop != 2).sum()
         fg_rich += labeled > 0 and (crop == 1).sum() / labeled > strategy.fg_min
     assert 0.25 <= fg_rich / 40 <= 0.75  # half the draws from the foreground pool
+
+
+def _fill(shared, location, corners, answer):
+    """Worker body: read windows through the shared cache (run in a spawned process)."""
+    cache = WindowCache(VolumeStore.open(location).zarr_array, shared=shared)
+    for corner in corners:
+        cache.window("vol_a", "image", corner, (16, 16, 16))
+    answer.put(cache.decoded_bytes)
+
+
+def _corners(shape, n, seed):
+    rng = np.random.default_rng(seed)
+    return [tuple(int(rng.integers(0, s - 15)) for s in shape) for _ in range(n)]
+
+
+def test_shared_cache_serves_chunks_another_process_decoded(store, small_pair):
+    """A spawned process decodes; this process then reads the same windows decoding nothing,
+    with the right pixels: one copy of each chunk for all workers."""
+    import multiprocessing
+
+    from vesuvius_data.shared_chunks import SharedChunkCache
+
+    image, _ = small_pair
+    shared = SharedChunkCache(["vol_b", "vol_a"], {"image": 16**3}, 2**20, "spawn")
+    corners = _corners(image.shape, 12, 0)
+    ctx = multiprocessing.get_context("spawn")
+    answer = ctx.SimpleQueue()
+    worker = ctx.Process(target=_fill, args=(shared, store.location, corners, answer))
+    worker.start()
+    decoded = answer.get()
+    worker.join()
+    assert worker.exitcode == 0 and decoded > 0
+    cache = WindowCache(store.zarr_array, shared=shared)
+    for z, y, x in corners:
+        win = cache.window("vol_a", "image", (z, y, x), (16, 16, 16))
+        np.testing.assert_array_equal(win, image[z:z + 16, y:y + 16, x:x + 16])
+    assert cache.decoded_bytes == 0 and cache.delivered_bytes == 12 * 16**3
+
+
+def test_shared_cache_stays_in_budget_and_keeps_hot_chunks(store, small_pair):
+    from vesuvius_data.shared_chunks import SharedChunkCache
+
+    image, _ = small_pair  # 48x56x64 in 16^3 chunks: 3x4x4 = 48 chunks
+    shared = SharedChunkCache(["vol_a"], {"image": 16**3}, 5 * 16**3)
+    cache = WindowCache(store.zarr_array, shared=shared)
+    assert cache.max_bytes == 5 * 16**3
+    for z, y, x in _corners(image.shape, 60, 1):  # far more chunks than slots: evictions
+        win = cache.window("vol_a", "image", (z, y, x), (16, 16, 16))
+        np.testing.assert_array_equal(win, image[z:z + 16, y:y + 16, x:x + 16])
+        assert cache.cached_bytes <= 5 * 16**3
+    # CLOCK keeps what is used again: a chunk read twice in a row decodes once
+    before = cache.decoded_bytes
+    for _ in range(3):
+        cache.window("vol_a", "image", (0, 0, 0), (16, 16, 16))
+    assert cache.decoded_bytes - before <= 16**3
+
+
+def test_loader_workers_share_one_cache_budget(indexed):
+    store, index = indexed
+    loader = make_loader(store, index, "uniform", num_workers=2, samples_per_epoch=8,
+                         cache_bytes=2**20)
+    shared = loader.dataset.shared_cache
+    assert shared is not None and shared.max_bytes <= 2**20
+    batches = list(loader)
+    assert sum(b["image"].shape[0] for b in batches) == 8
+    assert 0 < shared.cached_bytes <= 2**20  # what the workers decoded, seen from here
+    assert make_loader(store, index, "uniform", num_workers=0).dataset.shared_cache is None
+
+
+def test_worker_batches_arrive_whole_in_one_buffer(indexed):
+    """Batches from workers (packed into one shared buffer, see collate_patches) equal the
+    batches of the main process: same keys, dtypes, shapes and values."""
+    store, index = indexed
+    kw = {"batch_size": 3, "seed": 5, "samples_per_epoch": 9}
+    ref = list(make_loader(store, index, "balanced", num_workers=0, **kw))
+    got = list(make_loader(store, index, "balanced", num_workers=2, **kw))
+    assert len(got) == len(ref) == 3
+    for a, b in zip(got, ref, strict=True):
+        assert a.keys() == b.keys() and "_packed" not in a
+        for k in b:
+            assert a[k].dtype == b[k].dtype and a[k].shape == b[k].shape, k
+            assert torch.equal(a[k], b[k]), k

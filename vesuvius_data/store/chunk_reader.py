@@ -15,6 +15,7 @@ CRC on every read would cost as much as decoding an image chunk.
 
 from __future__ import annotations
 
+import itertools
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
@@ -110,7 +111,8 @@ class ChunkReader:
 
 
 class WindowCache:
-    """Patch windows assembled from decoded chunks kept in an LRU cache of ``max_bytes``.
+    """Patch windows assembled from decoded chunks kept in an LRU cache of ``max_bytes``, or in
+    a ``SharedChunkCache`` that every loader worker reads and fills (``shared``).
 
     ``decoded_bytes / delivered_bytes`` is the read amplification: 1 means every decoded voxel
     was delivered once; a cache that keeps the chunks a window shares with the next drives it
@@ -118,14 +120,19 @@ class WindowCache:
     """
 
     def __init__(self, open_array: Callable[[str, str], zarr.Array],
-                 max_bytes: int = 512 * 2**20) -> None:
+                 max_bytes: int = 512 * 2**20, shared: Any = None) -> None:
         self._open = open_array
         self._readers: dict[tuple[str, str], ChunkReader] = {}
         self._cache: OrderedDict[tuple, np.ndarray] = OrderedDict()
-        self.max_bytes = int(max_bytes)
-        self.cached_bytes = 0
+        self._shared = shared
+        self.max_bytes = int(max_bytes if shared is None else shared.max_bytes)
+        self._cached_bytes = 0
         self.decoded_bytes = 0
         self.delivered_bytes = 0
+
+    @property
+    def cached_bytes(self) -> int:
+        return self._cached_bytes if self._shared is None else self._shared.cached_bytes
 
     def reader(self, volume_id: str, role: str) -> ChunkReader:
         key = (volume_id, role)
@@ -133,19 +140,26 @@ class WindowCache:
             self._readers[key] = ChunkReader(self._open(volume_id, role))
         return self._readers[key]
 
-    def _chunk(self, reader: ChunkReader, key: tuple, idx: tuple[int, ...]) -> np.ndarray:
-        hit = self._cache.get(key)
-        if hit is not None:
+    def _copy(self, volume_id: str, role: str, reader: ChunkReader, idx: tuple[int, ...],
+              src: tuple[slice, ...], dst: np.ndarray) -> None:
+        """``dst[...] = chunk[src]`` through the cache."""
+        if self._shared is not None:
+            self.decoded_bytes += self._shared.copy_into(
+                volume_id, role, idx, reader.dtype, lambda: reader.read(idx), src, dst)
+            return
+        key = (volume_id, role) + idx
+        data = self._cache.get(key)
+        if data is not None:
             self._cache.move_to_end(key)
-            return hit
-        data = reader.read(idx)
-        self.decoded_bytes += data.nbytes
-        self._cache[key] = data
-        self.cached_bytes += data.nbytes
-        while self.cached_bytes > self.max_bytes and len(self._cache) > 1:
-            _, old = self._cache.popitem(last=False)
-            self.cached_bytes -= old.nbytes
-        return data
+        else:
+            data = reader.read(idx)
+            self.decoded_bytes += data.nbytes
+            self._cache[key] = data
+            self._cached_bytes += data.nbytes
+            while self._cached_bytes > self.max_bytes and len(self._cache) > 1:
+                _, old = self._cache.popitem(last=False)
+                self._cached_bytes -= old.nbytes
+        dst[...] = data[src]
 
     def window(self, volume_id: str, role: str, corner: tuple[int, ...],
                size: tuple[int, ...]) -> np.ndarray:
@@ -160,18 +174,14 @@ class WindowCache:
         ch = reader.chunks
         ranges = [range(c // k, (e - 1) // k + 1) for c, e, k in zip(corner, stop, ch,
                                                                        strict=True)]
-        for i in ranges[0]:
-            for j in ranges[1]:
-                for k in ranges[2]:
-                    idx = (i, j, k)
-                    data = self._chunk(reader, (volume_id, role) + idx, idx)
-                    lo = [max(c, n * s) for c, n, s in zip(corner, idx, ch, strict=True)]
-                    hi = [min(e, n * s + d) for e, n, s, d in zip(stop, idx, ch, data.shape,
-                                                                  strict=True)]
-                    out[tuple(slice(a - c, b - c) for a, b, c in zip(lo, hi, corner,
-                                                                   strict=True))] = data[
-                        tuple(slice(a - n * s, b - n * s) for a, b, n, s in
-                              zip(lo, hi, idx, ch, strict=True))]
+        for idx in itertools.product(*ranges):
+            lo = [max(c, n * k) for c, n, k in zip(corner, idx, ch, strict=True)]
+            hi = [min(e, (n + 1) * k) for e, n, k in zip(stop, idx, ch, strict=True)]
+            src = tuple(slice(a - n * k, b - n * k) for a, b, n, k in zip(lo, hi, idx, ch,
+                                                                          strict=True))
+            dst = out[tuple(slice(a - c, b - c) for a, b, c in zip(lo, hi, corner,
+                                                                   strict=True))]
+            self._copy(volume_id, role, reader, idx, src, dst)
         self.delivered_bytes += out.nbytes
         return out
 
