@@ -14,12 +14,14 @@ trainer/inference.py. The mask is repaired by vesuvius_data/repair/: hysteresis,
 per-sheet pinhole plugging and hole patching, cavity filling; tools/tune_postprocess.py prints
 the flags that score best.
 
-Scroll scale: --zarr writes each input's probabilities and thresholded mask into the zarr group
-OUT_DIR block by block (see trainer/blockwise.py): memory bounded by --block whatever the
-volume size, --region z0:z1,y0:y1,x0:x1 to predict part of a volume, resumable after a kill
-(finished blocks are skipped), and split across processes: under torchrun (or with RANK and
-WORLD_SIZE set) each process takes its own blocks. The stitched result equals whole-volume
-prediction. Repair steps that need whole sheets are not applied in this mode; threshold only.
+Scroll scale: --zarr writes each input as a volume of the VolumeStore OUT_DIR (image region,
+thresholded mask as its label, probabilities as "prob"), block by block (see
+trainer/blockwise.py): memory bounded by --block whatever the volume size, --region
+z0:z1,y0:y1,x0:x1 to predict part of a volume, resumable after a kill (finished blocks are
+skipped), and split across processes: under torchrun each process takes its own blocks. The
+stitched result equals whole-volume prediction; the volume is published in the store when its
+last block is written, ready for tools/index.py, tools/evaluate.py and training. Repair steps
+that need whole sheets are not applied in this mode; threshold only.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from trainer.inference import encode_probabilities, predict_volume, window_corne
 from trainer.model import build_model
 from vesuvius_data.cli import positive_int, user_errors
 from vesuvius_data.repair import add_repair_arguments, repair, repair_config_from_args
+from vesuvius_data.store import VolumeStore
 from vesuvius_data.store.handles import volume_handles
 
 
@@ -123,32 +126,47 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _output_store(path: Path, rank: int) -> VolumeStore:
+    """The output VolumeStore, created by rank 0 (under torchrun the others wait for it)."""
+    if rank == 0 and not path.exists():
+        return VolumeStore.create(path)
+    try:
+        return VolumeStore.open(path, mode="a")
+    except ValueError as e:
+        raise ValueError(f"{e}; --zarr writes into a VolumeStore: choose a new folder") from None
+
+
 def _predict_to_zarr(args: argparse.Namespace, model: torch.nn.Module, patch: int,
                      inputs: dict) -> int:
-    import os
-
-    import zarr
-
     from trainer.blockwise import parse_region, predict_to_zarr
+    from trainer.distributed import init_distributed
 
-    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
-    group = zarr.open_group(str(args.out_dir), mode="a")
-    for vid, source in inputs.items():
-        volume = source.open()
-        region = parse_region(args.region, tuple(volume.shape))
-        shape = tuple(s.stop - s.start for s in region)
-        window_corners(tuple(volume.shape), (patch,) * 3, args.overlap)  # size check
-        with tqdm(desc=f"predict {vid}", unit="block", disable=None) as bar:
-            def tick(done: int, total: int, bar=bar) -> None:
-                bar.total = total
-                bar.update()
+    dist = init_distributed()  # torchrun: each rank takes its own blocks
+    try:
+        store = _output_store(args.out_dir, dist.rank) if dist.main else None
+        dist.barrier()
+        store = store or _output_store(args.out_dir, dist.rank)
+        for vid, source in inputs.items():
+            volume = source.open()
+            region = parse_region(args.region, tuple(volume.shape))
+            shape = tuple(s.stop - s.start for s in region)
+            window_corners(tuple(volume.shape), (patch,) * 3, args.overlap)  # size check
+            with tqdm(desc=f"predict {vid}", unit="block", disable=None) as bar:
+                def tick(done: int, total: int, bar=bar) -> None:
+                    bar.total = total
+                    bar.update()
 
-            wrote = predict_to_zarr(
-                model, volume, group, vid, (patch,) * 3, region=region, block=args.block,
-                overlap=args.overlap, batch_size=args.batch_size, tta=args.tta,
-                threshold=args.threshold, rank=rank, world=world, on_block=tick)
-        print(f"{vid}: region {shape} -> {args.out_dir}/{vid} ({wrote} blocks written by "
-              f"process {rank} of {world}; finished blocks are skipped on a rerun)")
+                wrote = predict_to_zarr(
+                    model, volume, store, vid, (patch,) * 3, region=region, block=args.block,
+                    overlap=args.overlap, batch_size=args.batch_size, tta=args.tta,
+                    threshold=args.threshold, rank=dist.rank, world=dist.world,
+                    device=dist.device, source=f"{args.input}:{vid}", on_block=tick)
+            print(f"{vid}: region {shape} -> volume {vid} of {args.out_dir} ({wrote} blocks "
+                  f"written by process {dist.rank} of {dist.world}; finished blocks are "
+                  "skipped on a rerun)")
+        dist.barrier()
+    finally:
+        dist.close()
     return 0
 
 

@@ -227,7 +227,11 @@ class VolumeStore:
     def _commit(self, volume_id: str, entry: dict[str, Any] | None) -> None:
         """Add (entry) or drop (None) a manifest entry; the one write that publishes a volume."""
         with self._lock:
-            meta = dict(self._meta)
+            # the manifest as stored now: another process (a prediction rank) may have
+            # published a volume since this one opened the store
+            stored = zarr.open_group(self._group.store, path=self._group.path,
+                                     mode="r+").attrs.get(_MANIFEST_KEY)
+            meta = dict(stored if isinstance(stored, dict) else self._meta)
             vols = dict(meta["volumes"])
             if entry is None:
                 vols.pop(volume_id, None)
@@ -262,22 +266,62 @@ class VolumeStore:
                 raise FileExistsError(f"volume {volume_id!r} already exists in "
                                       f"{self._location}; pass overwrite=True to replace it")
             self._commit(volume_id, None)  # unpublish first: a crash now leaves it absent
-        vgroup = self._group.require_group("volumes").create_group(volume_id, overwrite=True)
-        for role, data in (("image", image), ("label", label.astype(np.uint8, copy=False))):
-            arr = vgroup.create_array(
-                role,
-                shape=data.shape,
-                dtype=data.dtype,
-                chunks=tuple(min(c, s) for c, s in zip(self.chunks, data.shape, strict=True)),
-                compressors=BloscCodec(**DEFAULT_COMPRESSOR),
-                fill_value=0,
-                dimension_names=("z", "y", "x"),
-            )
-            arr[...] = data
-            record_chunks(arr)  # what a complete array holds, checked on every read
+        arrays = self.partial_arrays(volume_id, image.shape, {"image": image.dtype,
+                                                              "label": np.uint8},
+                                     overwrite=True)
+        arrays["image"][...] = image
+        arrays["label"][...] = label.astype(np.uint8, copy=False)
+        return self.publish(volume_id, scroll_id=scroll_id, source=source, census=census)
+
+    def partial_arrays(self, volume_id: str, shape: tuple[int, ...],
+                       dtypes: dict[str, Any], *, overwrite: bool = False
+                       ) -> dict[str, zarr.Array]:
+        """The arrays of a volume being written, not yet published (``publish`` does that).
+
+        Created on the first call, chunked like the store; a later call (a resumed write)
+        returns the existing arrays when shape and dtype fit and raises ValueError when not.
+        ``overwrite`` starts the volume's group afresh.
+        """
+        self._writable()
+        volume_id = check_volume_id(volume_id)
+        volumes = self._group.require_group("volumes")
+        vgroup = volumes.create_group(volume_id, overwrite=True) if overwrite else \
+            volumes.require_group(volume_id)
+        chunks = tuple(min(c, int(s)) for c, s in zip(self.chunks, shape, strict=True))
+        out = {}
+        for role, dtype in dtypes.items():
+            if role in vgroup:
+                arr = vgroup[role]
+                if tuple(arr.shape) != tuple(shape) or np.dtype(arr.dtype) != np.dtype(dtype):
+                    raise ValueError(f"{volume_id}/{role} in {self._location} is "
+                                     f"{arr.dtype}{tuple(arr.shape)}, this write needs "
+                                     f"{np.dtype(dtype)}{tuple(shape)}")
+            else:
+                arr = vgroup.create_array(role, shape=tuple(shape), dtype=dtype, chunks=chunks,
+                                          compressors=BloscCodec(**DEFAULT_COMPRESSOR),
+                                          fill_value=0, dimension_names=("z", "y", "x"))
+            out[role] = arr
+        return out  # type: ignore[return-value]
+
+    def publish(self, volume_id: str, *, scroll_id: str | int | None = None,
+                source: str | None = None, census: LabelCensus | None = None,
+                record: bool = True) -> VolumeInfo:
+        """Add a volume whose arrays (``partial_arrays``) are fully written to the manifest.
+
+        ``record`` lists every chunk's size and CRC for checked reads (it reads the chunks
+        back: right for ingest, too slow for scroll-scale outputs, which their writer tracks
+        block by block).
+        """
+        self._writable()
+        vgroup = self._group["volumes"][volume_id]
+        if "image" not in vgroup or "label" not in vgroup:
+            raise ValueError(f"volume {volume_id!r} needs an image and a label to be published")
+        if record:
+            for role in ("image", "label"):
+                record_chunks(vgroup[role])  # what a complete array holds, checked on reads
         info = VolumeInfo(
             volume_id=volume_id,
-            shape=tuple(int(s) for s in image.shape),  # type: ignore[arg-type]
+            shape=tuple(int(s) for s in vgroup["image"].shape),  # type: ignore[arg-type]
             scroll_id=None if scroll_id is None else str(scroll_id),
             source=source,
             census=census,
