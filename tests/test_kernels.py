@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 from vesuvius_data.index._kernels import CHANNELS, count_cells
 
 
-def reference_cells(label, image, stride, fg=1, bg=0, ignore=2, air=0):
+def reference_cells(label, image, stride, fg=1, bg=0, ignore=2, air=0, classes=()):
     """Whole-volume numpy version: per-voxel masks, then sums over stride boxes."""
-    is_fg = label == fg
+    is_fg = np.isin(label, classes) if classes else label == fg
     is_bg = np.pad(label == bg, 1, constant_values=False)
     touch = np.zeros(label.shape, bool)
     for axis in range(3):
@@ -26,8 +26,12 @@ def reference_cells(label, image, stride, fg=1, bg=0, ignore=2, air=0):
         "tissue": image > air if image is not None else np.ones(label.shape, bool),
         "boundary": is_fg & touch,
     }
+    names = list(CHANNELS)
+    for v in classes:
+        masks[f"class {v}"] = label == v
+        names.append(f"class {v}")
     out = []
-    for name in CHANNELS:
+    for name in names:
         m = masks[name].astype(np.int64)
         for axis, s in enumerate(stride):
             m = np.add.reduceat(m, np.arange(0, m.shape[axis], s), axis=axis)
@@ -38,7 +42,7 @@ def reference_cells(label, image, stride, fg=1, bg=0, ignore=2, air=0):
 def blockwise_cells(label, image, stride, block, **kw):
     """Sum count_cells over blocks with one-voxel halos, the way the index build does."""
     n_cells = tuple(-(-n // s) for n, s in zip(label.shape, stride, strict=True))
-    total = np.zeros((len(CHANNELS),) + n_cells, np.int64)
+    total = np.zeros((len(CHANNELS) + len(kw.get("classes", ())),) + n_cells, np.int64)
     invalid = 0
     for z0 in range(0, label.shape[0], block[0]):
         for y0 in range(0, label.shape[1], block[1]):
@@ -77,6 +81,32 @@ def test_kernel_matches_reference_on_any_blocking(shape, stride, block, p, with_
     got, invalid = blockwise_cells(label, image, stride, block, air_threshold=100)
     np.testing.assert_array_equal(got, reference_cells(label, image, stride, air=100))
     assert invalid == 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    shape=st.tuples(*[st.integers(1, 19)] * 3),
+    stride=st.tuples(*[st.integers(1, 7)] * 3),
+    block=st.tuples(*[st.integers(1, 11)] * 3),
+    k=st.integers(1, 5),
+    with_ignore=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_multiclass_kernel_matches_reference_on_any_blocking(shape, stride, block, k,
+                                                            with_ignore, seed):
+    """Multi-class specs: one channel per foreground class (values 3..3+k, background 20,
+    ignore 255): surface is all of them, boundary any of them touching background."""
+    rng = np.random.default_rng(seed)
+    classes = tuple(range(3, 3 + k))
+    values = np.array((20,) + classes + ((255,) if with_ignore else ()), np.uint8)
+    label = rng.choice(values, size=shape)
+    kw = {"background": 20, "ignore": 255, "classes": classes}
+    got, invalid = blockwise_cells(label, None, stride, block, **kw)
+    np.testing.assert_array_equal(got, reference_cells(label, None, stride, bg=20, ignore=255,
+                                                       classes=classes))
+    assert invalid == 0
+    label.flat[0] = 100  # a value of no class: counted as invalid, whatever the blocking
+    assert blockwise_cells(label, None, stride, block, **kw)[1] == 1
 
 
 @settings(max_examples=25, deadline=None)

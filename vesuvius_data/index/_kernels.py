@@ -12,6 +12,10 @@ Counts, in channel order (``CHANNELS``):
   boundary  surface voxels with a background voxel among their 6 neighbours; neighbours across
             block faces come from a one-voxel halo, so the count is exact for any blocking
   invalid   label values outside the spec (must be zero; reported, not silently counted)
+
+Multi-class specs add one channel per foreground class (voxels of that class value) after
+these; ``surface`` is then every foreground class together, and ``boundary`` the foreground
+voxels (any class) touching background.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import numba
 import numpy as np
 
 CHANNELS: tuple[str, ...] = ("surface", "labeled", "tissue", "boundary")
-N_CHANNELS = len(CHANNELS)
+N_BASE = len(CHANNELS)
 
 
 #: longest run counted with 8-bit accumulators (LLVM then packs 32 voxels per AVX2 lane op)
@@ -58,6 +62,37 @@ def _count_run(c, cm, cp, zm, zp, ym, yp, fg, bg, ignore):
 
 
 @numba.njit(nogil=True, cache=True, boundscheck=False, inline="always")
+def _count_run_multi(c, cm, cp, zm, zp, ym, yp, bg, ignore):
+    """``_count_run`` for multi-class specs: foreground is any value but background and
+    ignore. Returns (background, ignore, boundary); classes are counted by ``_count_value``."""
+    n_bg = np.uint8(0)
+    n_ignore = np.uint8(0)
+    n_boundary = np.uint8(0)
+    for x in range(c.shape[0]):
+        v = c[x]
+        is_bg = np.uint8(v == bg)
+        is_ig = np.uint8(v == ignore)
+        n_bg = np.uint8(n_bg + is_bg)
+        n_ignore = np.uint8(n_ignore + is_ig)
+        m = min(
+            min(min(np.uint8(zm[x] ^ bg), np.uint8(zp[x] ^ bg)),
+                min(np.uint8(ym[x] ^ bg), np.uint8(yp[x] ^ bg))),
+            min(np.uint8(cm[x] ^ bg), np.uint8(cp[x] ^ bg)),
+        )
+        is_fg = np.uint8(1) ^ (is_bg | is_ig)
+        n_boundary = np.uint8(n_boundary + (is_fg & np.uint8(m == 0)))
+    return int(n_bg), int(n_ignore), int(n_boundary)
+
+
+@numba.njit(nogil=True, cache=True, boundscheck=False, inline="always")
+def _count_value(c, value):
+    n = np.uint8(0)
+    for x in range(c.shape[0]):
+        n = np.uint8(n + np.uint8(c[x] == value))
+    return int(n)
+
+
+@numba.njit(nogil=True, cache=True, boundscheck=False, inline="always")
 def _count_above(row, threshold):
     n = np.uint8(0)
     for x in range(row.shape[0]):
@@ -66,7 +101,8 @@ def _count_above(row, threshold):
 
 
 @numba.njit(nogil=True, cache=True, boundscheck=False)
-def _count_block(padded, image, air_mode, origin, stride, cell0, fg, bg, ignore, air, out):
+def _count_block(padded, image, air_mode, origin, stride, cell0, fg, bg, ignore, air, classes,
+                 out):
     """Accumulate counts of a block's core into ``out[channel, cz, cy, cx]``.
 
     ``padded`` is the core label with exactly one voxel of margin on every side: real
@@ -75,10 +111,13 @@ def _count_block(padded, image, air_mode, origin, stride, cell0, fg, bg, ignore,
     of out's first cell. Returns the number of invalid label values.
 
     Each row is cut into runs that share a cell (the same cuts for every row); each run is
-    counted by the branch-free ``_count_run`` over unit-stride views.
+    counted by the branch-free ``_count_run`` over unit-stride views (``classes``, the
+    foreground class values of a multi-class spec, empty for the binary spec: then
+    ``_count_run_multi`` and one ``_count_value`` per class instead).
     """
     nz, ny, nx = padded.shape[0] - 2, padded.shape[1] - 2, padded.shape[2] - 2
     fg8, bg8, ig8 = np.uint8(fg), np.uint8(bg), np.uint8(ignore)
+    n_classes = classes.shape[0]
     # x runs: core columns [starts[k], starts[k] + lengths[k]) lie in cell column cols[k];
     # a cell wider than _MAX_RUN is cut into several runs
     starts = np.empty(nx, np.int64)
@@ -106,17 +145,28 @@ def _count_block(padded, image, air_mode, origin, stride, cell0, fg, bg, ignore,
                 s = starts[k] + 1  # padded column of the run's first voxel
                 length = lengths[k]
                 e = s + length
-                n_fg, n_bg, n_ignore, n_boundary = _count_run(
-                    c[s:e], c[s - 1:e - 1], c[s + 1:e + 1],
-                    zm[s:e], zp[s:e], ym[s:e], yp[s:e], fg8, bg8, ig8,
-                )
+                cx = cols[k]
+                if n_classes == 0:
+                    n_fg, n_bg, n_ignore, n_boundary = _count_run(
+                        c[s:e], c[s - 1:e - 1], c[s + 1:e + 1],
+                        zm[s:e], zp[s:e], ym[s:e], yp[s:e], fg8, bg8, ig8,
+                    )
+                else:
+                    n_bg, n_ignore, n_boundary = _count_run_multi(
+                        c[s:e], c[s - 1:e - 1], c[s + 1:e + 1],
+                        zm[s:e], zp[s:e], ym[s:e], yp[s:e], bg8, ig8,
+                    )
+                    n_fg = 0
+                    for j in range(n_classes):
+                        n_j = _count_value(c[s:e], classes[j])
+                        n_fg += n_j
+                        out[N_BASE + j, cz, cy, cx] += n_j
                 if air_mode == 0:
                     n_tissue = _count_above(image[z, y, s - 1:e - 1], air)
                 else:
                     n_tissue = length if air_mode == 1 else 0
                 n_labeled = length - n_ignore
                 invalid += n_labeled - n_fg - n_bg
-                cx = cols[k]
                 out[0, cz, cy, cx] += n_fg
                 out[1, cz, cy, cx] += n_labeled
                 out[2, cz, cy, cx] += n_tissue
@@ -149,6 +199,7 @@ def count_cells(
     background: int = 0,
     ignore: int = 2,
     air_threshold: int = 0,
+    classes: tuple[int, ...] = (),
 ) -> tuple[tuple[int, int, int], np.ndarray, int]:
     """Per-cell counts of one block's core.
 
@@ -162,10 +213,13 @@ def count_cells(
         core_shape: the core's shape; defaults to ``image.shape``, else to the label's shape
             less ``halo_lo`` (no high-side halo).
         air_threshold: image values above it are tissue.
+        classes: foreground class values of a multi-class spec (one more channel each;
+            ``foreground`` is then unused); empty for the binary spec.
 
     Returns:
         ``(cell0, counts, invalid)``: global index of the first cell, an int64 array of shape
-        ``(N_CHANNELS, cz, cy, cx)``, and the number of label values outside the spec.
+        ``(len(CHANNELS) + len(classes), cz, cy, cx)``, and the number of label values outside
+        the spec.
     """
     if label.dtype != np.uint8:
         raise ValueError(f"label blocks must be uint8, got {label.dtype}")
@@ -179,7 +233,7 @@ def count_cells(
         raise ValueError(f"image block {image.shape} differs from core shape {core}")
     cell0 = tuple(o // s for o, s in zip(origin, stride, strict=True))
     cell1 = tuple((o + n - 1) // s + 1 for o, n, s in zip(origin, core, stride, strict=True))
-    out = np.zeros((N_CHANNELS,) + tuple(max(b - a, 0) for a, b in zip(cell0, cell1,
+    out = np.zeros((N_BASE + len(classes),) + tuple(max(b - a, 0) for a, b in zip(cell0, cell1,
                                                                           strict=True)), np.int64)
     if min(core) == 0:
         return cell0, out, 0  # type: ignore[return-value]
@@ -196,6 +250,6 @@ def count_cells(
     invalid = _count_block(
         padded, img, air_mode, np.asarray(origin, np.int64),
         np.asarray(stride, np.int64), np.asarray(cell0, np.int64),
-        foreground, background, ignore, air, out,
+        foreground, background, ignore, air, np.asarray(classes, np.uint8), out,
     )
     return cell0, out, int(invalid)  # type: ignore[return-value]

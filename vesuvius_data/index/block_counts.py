@@ -45,8 +45,10 @@ def _plane(a: np.ndarray, axis: int, index: int) -> np.ndarray:
     return np.take(a, index, axis=axis)
 
 
-def _face_planes(label: np.ndarray, fg: int, bg: int) -> dict[tuple[int, int], Any]:
-    """Packed (pending, bg) bit planes of the six faces."""
+def _face_planes(label: np.ndarray, fg: int, bg: int, ignore: int,
+                 multi: bool) -> dict[tuple[int, int], Any]:
+    """Packed (pending, bg) bit planes of the six faces (foreground: ``fg``, or with
+    ``multi`` any value but background and ignore)."""
     faces = {}
     for axis, side in FACES:
         n = label.shape[axis]
@@ -59,27 +61,29 @@ def _face_planes(label: np.ndarray, fg: int, bg: int) -> dict[tuple[int, int], A
         touch[:, :-1] |= is_bg[:, 1:]
         if n > 1:
             touch |= _plane(label, axis, 1 if side == 0 else n - 2) == bg
-        pending = (plane == fg) & ~touch
+        is_fg = (plane != bg) & (plane != ignore) if multi else plane == fg
+        pending = is_fg & ~touch
         faces[(axis, side)] = (np.packbits(pending), np.packbits(is_bg))
     return faces
 
 
 def count_block(label: Any, image: Any, origin: tuple[int, int, int],
-                stride: tuple[int, int, int], spec: tuple[int, int, int],
+                stride: tuple[int, int, int], spec: tuple[int, int, int, tuple[int, ...]],
                 air: int) -> BlockResult:
     """Task one: cell counts of a block (faces seen as non-background), its digest, its faces.
 
-    ``spec`` is (foreground, background, ignore).
+    ``spec`` is (foreground, background, ignore, foreground class values of a multi-class
+    spec or ()).
     """
     label = np.ascontiguousarray(label, dtype=np.uint8)
     image = None if image is None else np.ascontiguousarray(image)
-    fg, bg, ignore = spec
+    fg, bg, ignore, classes = spec
     cell0, counts, invalid = count_cells(label, image, origin=origin, stride=stride,
                                          foreground=fg, background=bg, ignore=ignore,
-                                         air_threshold=air)
+                                         air_threshold=air, classes=classes)
     digest = hashlib.sha256(label.data).digest()[:16]  # SHA-NI: 2.4x faster than blake2b
     return BlockResult(tuple(origin), label.shape, cell0, counts, invalid, digest,  # type: ignore
-                       _face_planes(label, fg, bg))
+                       _face_planes(label, fg, bg, ignore, bool(classes)))
 
 
 def _unpack(bits: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

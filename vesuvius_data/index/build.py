@@ -32,9 +32,8 @@ from dask.callbacks import Callback
 from .._version import __version__
 from ..labels import LabelCensus, LabelSpec
 from ..store import VolumeStore
-from ._kernels import N_CHANNELS
 from .block_counts import FACES, correct_block, count_block
-from .patch_index import COUNT_COLUMNS, IndexParams, PatchIndex, default_stride
+from .patch_index import IndexParams, PatchIndex, default_stride
 
 __all__ = ["VolumeSource", "SmallVolumeWarning", "build_index", "sources_from_store",
            "DEFAULT_BLOCK"]
@@ -89,7 +88,8 @@ def _volume_tasks(src: VolumeSource, block: tuple[int, int, int], params: IndexP
     lab_blocks = src.label.rechunk(chunks).to_delayed()
     img_blocks = None if src.image is None else src.image.rechunk(chunks).to_delayed()
     spec = params.label_spec
-    spec_t = (spec.foreground, spec.background, spec.ignore)
+    classes = () if spec.is_binary else tuple(spec.foreground_classes.values())
+    spec_t = (spec.foreground, spec.background, spec.ignore_value, classes)
     starts = [np.concatenate([[0], np.cumsum(c)[:-1]]).astype(int).tolist() for c in chunks]
     vid = src.volume_id
     counted = {}
@@ -155,7 +155,7 @@ def _patch_columns(cells: np.ndarray, shape: tuple[int, ...], params: IndexParam
     gdtype = np.uint16 if max(n) < 2**16 else np.uint32
     grid = np.meshgrid(*[np.arange(k, dtype=gdtype) for k in n], indexing="ij")
     cols = {name: g.ravel() for name, g in zip(("gz", "gy", "gx"), grid, strict=True)}
-    for c, name in enumerate(COUNT_COLUMNS):
+    for c, name in enumerate(params.count_columns):
         cols[name] = box[c].ravel().astype(np.int32)
     return cols
 
@@ -202,7 +202,7 @@ def _count_volumes(fresh: list[VolumeSource], params: IndexParams, block: tuple[
         if not batches or sum(map(n_blocks, batches[-1])) + n_blocks(src) > _MAX_BLOCKS_PER_BATCH:
             batches.append([])
         batches[-1].append(src)
-    cells = {s.volume_id: np.zeros((N_CHANNELS,) + tuple(
+    cells = {s.volume_id: np.zeros((len(params.count_columns),) + tuple(
         -(-d // st) for d, st in zip(s.label.shape, params.stride, strict=True)), np.int64)
         for s in fresh}
     invalid = dict.fromkeys(cells, 0)
@@ -227,8 +227,7 @@ def _count_volumes(fresh: list[VolumeSource], params: IndexParams, block: tuple[
     for vid, grid in cells.items():
         if invalid[vid]:
             raise ValueError(f"volume {vid}: {invalid[vid]} label values outside the label spec "
-                             f"(background={spec.background}, foreground={spec.foreground}, "
-                             f"ignore={spec.ignore})")
+                             f"({spec.describe()})")
         h = hashlib.blake2b(digest_size=16)
         for origin, d in sorted(digests[vid]):
             h.update(np.asarray(origin, np.int64).tobytes() + d)
@@ -304,12 +303,13 @@ def build_index(
             grid, fingerprint = counted[vid]
             parts.append(_patch_columns(grid, src.label.shape, params))
             totals = grid.sum(axis=(1, 2, 3))
-            _check_census(src, dict(zip(COUNT_COLUMNS, totals.tolist(), strict=True)))
+            _check_census(src, dict(zip(params.count_columns, totals.tolist(), strict=True)))
             volumes[vid] = {
                 "shape": list(src.label.shape), "scroll_id": src.scroll_id,
                 "generation": src.generation, "fingerprint": fingerprint, "block": list(block),
                 "totals": {"voxels": int(np.prod(src.label.shape)),
-                           **{name: int(totals[i]) for i, name in enumerate(COUNT_COLUMNS)}},
+                           **{name: int(totals[i])
+                              for i, name in enumerate(params.count_columns)}},
             }
     if not volumes:
         shapes = ", ".join(f"{s.volume_id} {tuple(s.label.shape)}" for s in sources[:5])

@@ -9,7 +9,11 @@ surface    int32       voxels with label == foreground
 labeled    int32       voxels with label != ignore
 tissue     int32       voxels with image > air threshold (in-scroll)
 boundary   int32       surface voxels with a 6-neighbour of label == background
+class_*    int32       multi-class specs only: voxels of each foreground class
 =========  ==========  ================================================================
+
+With a multi-class spec, ``surface`` counts every foreground class together and each
+``class_{name}`` one of them (background = labeled - surface): 4 bytes a row per class.
 
 Derived ratios (computed on access, never stored): ``fg_ratio = surface / labeled`` (0 where
 nothing is labeled), ``labeled_ratio = labeled / patch voxels``, ``tissue_ratio = tissue /
@@ -65,6 +69,14 @@ class IndexParams:
     @property
     def patch_voxels(self) -> int:
         return int(np.prod(self.patch_size))
+
+    @property
+    def count_columns(self) -> tuple[str, ...]:
+        """``COUNT_COLUMNS``, then one ``class_{name}`` per foreground class of a multi-class
+        spec (its voxels; ``surface`` is then all foreground classes together)."""
+        spec = self.label_spec
+        extra = () if spec.is_binary else tuple(f"class_{n}" for n in spec.foreground_classes)
+        return COUNT_COLUMNS + extra
 
     def to_json(self) -> dict[str, Any]:
         return {"patch_size": list(self.patch_size), "stride": list(self.stride),
@@ -184,11 +196,27 @@ class PatchIndex:
     def census(self) -> LabelCensus:
         """Label census over whole volumes (not patches, which overlap)."""
         total = LabelCensus.zero()
+        names = [] if self.params.label_spec.is_binary else \
+            list(self.params.label_spec.foreground_classes)
         for v in self.volumes.values():
             t = v["totals"]
             total = total + LabelCensus(t["labeled"] - t["surface"], t["surface"],
-                                        t["voxels"] - t["labeled"])
+                                        t["voxels"] - t["labeled"],
+                                        tuple((n, t[f"class_{n}"]) for n in names))
         return total
+
+    def class_count(self, name: str) -> np.ndarray:
+        """Voxels of class ``name`` in each patch (``background``, ``foreground`` for the
+        binary spec, or a class of a multi-class spec)."""
+        spec = self.params.label_spec
+        if name == "background":
+            return self.columns["labeled"] - self.columns["surface"]
+        if spec.is_binary and name == "foreground":
+            return self.columns["surface"]
+        if f"class_{name}" not in self.columns:
+            raise ValueError(f"no class {name!r} in the index; classes: "
+                             f"{', '.join(spec.class_values)}")
+        return self.columns[f"class_{name}"]
 
     def class_weights(self, scheme: str = "inverse") -> dict[str, float]:
         """``LabelCensus.class_weights`` of this index's volumes."""
