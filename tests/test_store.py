@@ -65,7 +65,9 @@ def test_unknown_id_lists_known(store):
     [
         (np.zeros((8, 8), np.uint8), np.zeros((8, 8), np.uint8), "must be 3-D"),
         (np.zeros((8, 8, 8), np.uint8), np.zeros((8, 8, 9), np.uint8), "differs from label"),
-        (np.zeros((8, 8, 8), np.float32), np.zeros((8, 8, 8), np.uint8), "uint8 or uint16"),
+        (np.zeros((8, 8, 8), np.float64), np.zeros((8, 8, 8), np.uint8), "uint8, uint16, int16"),
+        (np.full((8, 8, 8), np.nan, np.float32), np.zeros((8, 8, 8), np.uint8), "512 NaN or inf"),
+        (np.zeros((8, 8, 8), np.int32), np.zeros((8, 8, 8), np.uint8), "got int32"),
         (np.zeros((8, 8, 8), np.uint8), np.zeros((8, 8, 8), np.float32), "must be integer"),
         (np.zeros((8, 8, 8), np.uint8), np.full((8, 8, 8), 7, np.uint8), r"values \[7\]"),
         (np.zeros((8, 8, 8), np.uint8), np.full((8, 8, 8), -1, np.int16), r"span \[-1, -1\]"),

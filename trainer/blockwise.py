@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 import zarr
+from zarr.errors import ContainsArrayError
 
 from vesuvius_data.store import VolumeStore
 
@@ -67,12 +68,15 @@ def _arrays(store: VolumeStore, name: str, shape: tuple[int, ...], dtype: np.dty
         raise ValueError(f"{e}: a different region or volume; choose another output") from None
     vgroup = zarr.open_group(arrays["image"].store, path=arrays["image"].path.rpartition("/")[0],
                              mode="r+")
-    if "done" in vgroup and tuple(vgroup["done"].shape) != grid:
+    if "done" in vgroup and tuple(vgroup["done"].shape) != grid:  # type: ignore[union-attr]
         raise ValueError(f"{name}/done in {store.location} has {vgroup['done'].shape} blocks, "
                          f"this prediction needs {grid}: a different block size; use the same "
                          "--block to resume, or choose another output")
-    arrays["done"] = vgroup["done"] if "done" in vgroup else vgroup.create_array(
-        "done", shape=grid, chunks=(1,) * len(grid), dtype=np.uint8, fill_value=0)
+    try:
+        arrays["done"] = vgroup.create_array("done", shape=grid, chunks=(1,) * len(grid),
+                                             dtype=np.uint8, fill_value=0)
+    except ContainsArrayError:  # resumed, or another process created it first
+        arrays["done"] = vgroup["done"]
     return arrays
 
 

@@ -33,6 +33,11 @@ def prepare_data(cfg: Config, needs: set[str], d: Dist, log):
 def _prepare_data(cfg: Config, needs: set[str], log) -> tuple[VolumeStore, PatchIndex, str]:
     """Open the store, derive missing targets, load or build the index (saying so)."""
     store = VolumeStore.open(cfg.data_dir)
+    if not store.label_spec.is_binary:
+        raise ValueError(f"{cfg.data_dir} has multi-class labels ({store.label_spec.describe()});"
+                         " the trainer segments one foreground class. Multi-class stores work "
+                         "with the index, strategies and loader (make_loader) in your own "
+                         "training loop")
     stride = cfg.stride or default_stride(cfg.patch_size)
     missing = [v for v in store.ids() if not needs <= set(store.info(v).derived)]
     underivable = sorted(needs - set(DERIVED_ROLES))

@@ -11,9 +11,11 @@
   is the loader's budget, not each worker's, and a chunk one worker decoded serves them all.
 
 Item: ``image`` float32 (1, P, P, P), z-scored per patch (mean 0, std 1 over the patch; a flat
-patch becomes all zeros) or, with ``normalize="unit"``, scaled to [0, 1] by its dtype's maximum;
-``label`` uint8 (1, P, P, P) with the ignore value kept; ``row`` (index row), ``location``
-(z, y, x corner) and ``decoded_bytes`` (chunk bytes this item decoded, for read amplification).
+patch becomes all zeros) or normalised as ``normalize`` says (``normalize.py``: ``unit``,
+``ct`` from the store's intensity statistics, ``window:LO,HI``); ``label`` uint8 (1, P, P, P)
+with the ignore value kept; ``row`` (index row), ``location`` (z, y, x corner), ``spacing``
+(the volume's voxel size, 1 where unknown) and ``decoded_bytes`` (chunk bytes this item
+decoded, for read amplification).
 Nothing here assumes Vesuvius ids or label values beyond the store's ``LabelSpec``.
 """
 
@@ -28,7 +30,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate, get_worker_info
 
 from .index.patch_index import PatchIndex
-from .normalize import NORMALIZERS
+from .normalize import make_normalizer, needs_statistics, pool_intensity
 from .sampling import Strategy, make_strategy
 from .shared_chunks import SharedChunkCache
 from .store import VolumeStore
@@ -96,10 +98,10 @@ class PatchDataset(Dataset):
                  roles: tuple[str, ...] = ("image", "label"), normalize: str = "zscore",
                  transforms: Callable[..., Any] | None = None,
                  cache_bytes: int = 512 * 2**20,
-                 shared_cache: SharedChunkCache | None = None) -> None:
-        if normalize not in NORMALIZERS:
-            raise ValueError(f"unknown normalize {normalize!r}; valid: "
-                             f"{', '.join(NORMALIZERS)}")
+                 shared_cache: SharedChunkCache | None = None,
+                 statistics: dict[str, float] | None = None,
+                 spacing: list[tuple[float, float, float]] | None = None) -> None:
+        self._normalize = make_normalizer(normalize, statistics)
         if "image" not in roles or "label" not in roles:
             raise ValueError(f"roles must include image and label, got {roles}")
         self.store_location = store_location
@@ -110,6 +112,9 @@ class PatchDataset(Dataset):
         self.roles, self.normalize, self.transforms = tuple(roles), normalize, transforms
         self.cache_bytes = int(cache_bytes)
         self.shared_cache = shared_cache
+        #: voxel size (z, y, x) per volume code; 1 where the store does not know it
+        self.spacing = np.asarray(spacing or [(1.0, 1.0, 1.0)] * len(self.volume_ids),
+                                  np.float32)
         self._cache: WindowCache | None = None
         self._pid = -1
 
@@ -132,34 +137,38 @@ class PatchDataset(Dataset):
         row, seed = item if isinstance(item, tuple) else (int(item), 0)
         cache = self.cache()
         before = cache.decoded_bytes
-        vid = self.volume_ids[int(self.volume[row])]
+        code = int(self.volume[row])
+        vid = self.volume_ids[code]
         corner = tuple(int(c) for c in self.corners[row])
         arrays = {r: cache.window(vid, r, corner, self.patch_size) for r in self.roles}
         out: dict[str, Any] = {
-            "image": torch.from_numpy(NORMALIZERS[self.normalize](arrays.pop("image"))[None]),
+            "image": torch.from_numpy(self._normalize(arrays.pop("image"))[None]),
             "label": torch.from_numpy(np.ascontiguousarray(arrays.pop("label"))[None]),
         }
         for role, data in arrays.items():  # derived targets; float16 on disk, float32 here
             data = data.astype(np.float32) if data.dtype == np.float16 else data
             out[role] = torch.from_numpy(np.ascontiguousarray(data)[None])
         if self.transforms is not None:
-            out = _apply_torchio(self.transforms, out, seed)
+            out = _apply_torchio(self.transforms, out, seed, self.spacing[code])
         out |= {"row": row, "location": torch.tensor(corner),
+                "spacing": torch.from_numpy(self.spacing[code].copy()),
                 "decoded_bytes": cache.decoded_bytes - before}
         return out
 
 
-def _apply_torchio(transform: Callable[..., Any], item: dict[str, Any],
-                   seed: int) -> dict[str, Any]:
-    """Run a torchio transform on the item as a Subject, its randomness seeded by the item."""
+def _apply_torchio(transform: Callable[..., Any], item: dict[str, Any], seed: int,
+                   spacing: np.ndarray) -> dict[str, Any]:
+    """Run a torchio transform on the item as a Subject (its images carry the volume's
+    spacing in their affine), its randomness seeded by the item."""
     import torchio as tio
 
-    images = {"image": tio.ScalarImage(tensor=item["image"]),
-              "label": tio.LabelMap(tensor=item["label"])}
+    affine = np.diag([*map(float, spacing), 1.0])
+    images = {"image": tio.ScalarImage(tensor=item["image"], affine=affine),
+              "label": tio.LabelMap(tensor=item["label"], affine=affine)}
     for k, v in item.items():
         if k not in images:
-            images[k] = tio.ScalarImage(tensor=v) if v.is_floating_point() else \
-                tio.LabelMap(tensor=v)
+            images[k] = tio.ScalarImage(tensor=v, affine=affine) if v.is_floating_point() \
+                else tio.LabelMap(tensor=v, affine=affine)
     with torch.random.fork_rng(devices=[]):  # torchio draws from torch's global generator
         torch.manual_seed(seed)
         subject = transform(tio.Subject(**images))
@@ -231,6 +240,27 @@ class PatchLoader:
 
     def set_epoch(self, epoch: int) -> None:
         self.sampler.set_epoch(epoch)
+
+
+def _statistics(store: VolumeStore, index: PatchIndex, normalize: str
+                ) -> dict[str, float] | None:
+    """The pooled intensity statistics ``normalize`` needs (None if it needs none), after
+    checking that every volume's image suits it."""
+    if normalize == "unit":
+        for vid in index.volume_ids:
+            dtype = np.dtype(store.zarr_array(vid, "image").dtype)
+            if dtype.kind not in "ui":
+                raise ValueError(f"volume {vid}: normalize 'unit' needs an integer image, "
+                                 f"this one is {dtype}; use 'zscore', 'ct' or 'window:LO,HI'")
+    if not needs_statistics(normalize):
+        return None
+    stats = {vid: store.info(vid).intensity for vid in index.volume_ids}
+    missing = [vid for vid, s in stats.items() if not s]
+    if missing:
+        raise ValueError(f"normalize {normalize!r} needs foreground intensity statistics, "
+                         f"which volumes {missing[:5]} lack (registered volumes, or no "
+                         "foreground voxels); use 'zscore' or 'window:LO,HI'")
+    return pool_intensity([s for s in stats.values() if s])
 
 
 def _chunk_bytes(store: VolumeStore, volume_id: str, role: str) -> int:
@@ -305,8 +335,11 @@ def make_loader(
                       for role in roles}
         shared = SharedChunkCache(index.volume_ids, slot_bytes, cache_bytes,
                                   multiprocessing_context)
+    infos = [store.info(v) for v in index.volume_ids]
     dataset = PatchDataset(store.location, index, roles=roles, normalize=normalize,
-                           transforms=transforms, cache_bytes=cache_bytes, shared_cache=shared)
+                           transforms=transforms, cache_bytes=cache_bytes, shared_cache=shared,
+                           statistics=_statistics(store, index, normalize),
+                           spacing=[i.spacing or (1.0, 1.0, 1.0) for i in infos])
     loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler,
                         num_workers=num_workers, persistent_workers=num_workers > 0,
                         multiprocessing_context=multiprocessing_context if num_workers else None,

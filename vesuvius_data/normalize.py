@@ -1,44 +1,59 @@
 """Image normalisations by name, shared by the loader (per patch) and inference (per volume).
 
-``zscore``: (x - mean) / std over the array, float32, all zeros when flat; integer images go
-through a histogram and a lookup table. ``unit``: scaled to [0, 1] by the dtype's maximum.
+- ``zscore``: (x - mean) / std over the array, float32, all zeros when flat; 8- and 16-bit
+  integer images (uint8, uint16, int16) go through a histogram and a lookup table.
+- ``unit``: scaled by the dtype's largest value (uint8/uint16 to [0, 1], int16 to [-1, 1]);
+  integer images only.
+- ``ct``: nnU-Net's CT normalisation: clipped to the 0.5 / 99.5 percentiles of the
+  dataset's foreground intensities, then z-scored with their mean and std. The statistics
+  are the store's, gathered once per volume at ingest (``VolumeInfo.intensity``) and pooled
+  over the loader's volumes (``pool_intensity``), never computed per patch.
+- ``window:LO,HI``: clipped to [LO, HI] (e.g. a Hounsfield window) and scaled to [0, 1].
+
 No torch here: inference and the loader's workers both call it on numpy arrays.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from functools import partial
 
 import numba
 import numpy as np
 
-__all__ = ["NORMALIZERS"]
+__all__ = ["NORMALIZERS", "make_normalizer", "pool_intensity", "needs_statistics"]
 
 
 @numba.njit(nogil=True, cache=True)
-def _histogram(flat, bins):
+def _histogram(flat, bins, offset):
     h = np.zeros(bins, np.int64)
     for v in flat:
-        h[v] += 1
+        h[v + offset] += 1
     return h
 
 
 @numba.njit(nogil=True, cache=True)
-def _apply_lut(flat, lut, out):
+def _apply_lut(flat, lut, offset, out):
     for i in range(flat.shape[0]):
-        out[i] = lut[flat[i]]
+        out[i] = lut[flat[i] + offset]
+
+
+#: integer dtypes the lookup-table path handles: (bins, offset of the smallest value)
+_LUT_DTYPES = {np.dtype(np.uint8): (256, 0), np.dtype(np.uint16): (65536, 0),
+               np.dtype(np.int16): (65536, 32768)}
 
 
 def _zscore(x: np.ndarray) -> np.ndarray:
     """(x - mean) / std over the patch, float32; all zeros for a flat patch.
 
-    Integer images go through a histogram and a lookup table: one pass to count, one gather
-    to write, exact to float32 rounding (``test_zscore_fast_path_equals_numpy``).
+    8- and 16-bit integer images go through a histogram and a lookup table: one pass to
+    count, one gather to write, exact to float32 rounding (``test_zscore_fast_path_equals_numpy``).
     """
-    if x.dtype in (np.uint8, np.uint16):
-        bins = 256 if x.dtype == np.uint8 else 65536
-        h = _histogram(x.ravel(), bins).astype(np.float64)
-        values = np.arange(bins, dtype=np.float64)
+    if x.dtype in _LUT_DTYPES:
+        bins, offset = _LUT_DTYPES[x.dtype]
+        flat = np.ascontiguousarray(x).ravel()
+        h = _histogram(flat, bins, offset).astype(np.float64)
+        values = np.arange(bins, dtype=np.float64) - offset
         n = h.sum()
         mean = (h * values).sum() / n
         var = (h * (values - mean) ** 2).sum() / n
@@ -46,7 +61,7 @@ def _zscore(x: np.ndarray) -> np.ndarray:
             return np.zeros(x.shape, np.float32)
         lut = ((values - mean) / np.sqrt(var)).astype(np.float32)
         out = np.empty(x.shape, np.float32)
-        _apply_lut(np.ascontiguousarray(x).ravel(), lut, out.ravel())
+        _apply_lut(flat, lut, offset, out.ravel())
         return out
     x = x.astype(np.float32)
     std = float(x.std())
@@ -54,8 +69,74 @@ def _zscore(x: np.ndarray) -> np.ndarray:
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
+    if x.dtype.kind not in "ui":
+        raise ValueError(f"normalize 'unit' scales by the dtype's maximum and needs an integer "
+                         f"image, got {x.dtype}; use 'zscore', 'ct' or 'window:LO,HI'")
     return x.astype(np.float32) / float(np.iinfo(x.dtype).max)
 
 
-#: image normalisations by name
+def _clip_zscore(x: np.ndarray, lo: float, hi: float, mean: float, std: float) -> np.ndarray:
+    y = np.clip(x.astype(np.float32), lo, hi)
+    y -= np.float32(mean)
+    y /= np.float32(std if std > 0 else 1.0)
+    return y
+
+
+def _window(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    y = np.clip(x.astype(np.float32), lo, hi)
+    y -= np.float32(lo)
+    y /= np.float32(hi - lo)
+    return y
+
+
+#: image normalisations that need nothing but the patch, by name
 NORMALIZERS: dict[str, Callable[[np.ndarray], np.ndarray]] = {"zscore": _zscore, "unit": _unit}
+
+
+def needs_statistics(name: str) -> bool:
+    """Whether ``name`` needs the dataset's intensity statistics (``ct``)."""
+    return name == "ct"
+
+
+def make_normalizer(name: str, statistics: dict[str, float] | None = None
+                    ) -> Callable[[np.ndarray], np.ndarray]:
+    """The normalisation called ``name`` (see the module docstring); ``ct`` needs the pooled
+    ``statistics``. Picklable, for loader workers."""
+    if name in NORMALIZERS:
+        return NORMALIZERS[name]
+    if name == "ct":
+        if not statistics:
+            raise ValueError("normalize 'ct' needs the dataset's foreground intensity "
+                             "statistics (pool_intensity)")
+        s = statistics
+        return partial(_clip_zscore, lo=s["p00_5"], hi=s["p99_5"], mean=s["mean"],
+                       std=s["std"])
+    if name.startswith("window:"):
+        try:
+            lo, hi = (float(v) for v in name.removeprefix("window:").split(","))
+        except ValueError:
+            raise ValueError(f"normalize {name!r}: write the window as window:LO,HI, e.g. "
+                             "window:-1000,400") from None
+        if not hi > lo:
+            raise ValueError(f"normalize {name!r}: the window needs LO < HI")
+        return partial(_window, lo=lo, hi=hi)
+    raise ValueError(f"unknown normalize {name!r}; valid: {', '.join(NORMALIZERS)}, ct, "
+                     "window:LO,HI")
+
+
+def pool_intensity(per_volume: Sequence[dict[str, float]]) -> dict[str, float]:
+    """One set of statistics from per-volume ones: count, mean and std pooled exactly; the
+    percentiles as count-weighted means of the volumes' (nnU-Net pools samples instead;
+    this keeps the store's manifest small, and volumes of one modality agree closely)."""
+    if not per_volume:
+        raise ValueError("no intensity statistics to pool")
+    n = np.array([s["count"] for s in per_volume], np.float64)
+    mean = np.array([s["mean"] for s in per_volume])
+    var = np.array([s["std"] for s in per_volume]) ** 2
+    total = n.sum()
+    m = float((n * mean).sum() / total)
+    v = float((n * (var + (mean - m) ** 2)).sum() / total)
+    w = n / total
+    return {"count": int(total), "mean": m, "std": float(np.sqrt(v)),
+            "p00_5": float((w * [s["p00_5"] for s in per_volume]).sum()),
+            "p99_5": float((w * [s["p99_5"] for s in per_volume]).sum())}

@@ -10,10 +10,13 @@ import numpy as np
 
 from ..labels import LabelCensus, LabelSpec, count_labels
 
-__all__ = ["VolumeInfo", "validate_pair", "check_volume_id", "is_url", "ID_PATTERN"]
+__all__ = ["VolumeInfo", "validate_pair", "check_volume_id", "check_spacing", "is_url",
+           "intensity_stats", "ID_PATTERN", "IMAGE_DTYPES"]
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
-_IMAGE_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16))
+#: stored as given; normalisation happens per patch in the loader (``normalize.py``)
+IMAGE_DTYPES = tuple(np.dtype(t) for t in (np.uint8, np.uint16, np.int16, np.float16,
+                                          np.float32))
 
 
 @dataclass(frozen=True)
@@ -31,11 +34,17 @@ class VolumeInfo:
     generation: str | None = None
     #: derived target arrays stored beside the label: role -> parameters they were made with
     derived: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: voxel size (z, y, x), in the source's unit (mm for NIfTI); None when nobody said
+    spacing: tuple[float, float, float] | None = None
+    #: foreground intensity statistics gathered at write (``intensity_stats``), for
+    #: dataset-wide normalisations (CT clipping); None for registered volumes
+    intensity: dict[str, float] | None = None
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d["shape"] = list(self.shape)
         d["census"] = self.census.to_dict() if self.census else None
+        d["spacing"] = None if self.spacing is None else list(self.spacing)
         return d
 
     @classmethod
@@ -50,6 +59,9 @@ class VolumeInfo:
             external=dict(d.get("external") or {}),
             generation=d.get("generation"),
             derived=dict(d.get("derived") or {}),
+            spacing=None if d.get("spacing") is None else tuple(  # type: ignore[arg-type]
+                float(x) for x in d["spacing"]),
+            intensity=d.get("intensity"),
         )
 
 
@@ -81,8 +93,13 @@ def validate_pair(image: np.ndarray, label: np.ndarray, spec: LabelSpec, where: 
         raise ValueError(
             f"{where}: image shape {image.shape} differs from label shape {label.shape}"
         )
-    if image.dtype not in _IMAGE_DTYPES:
-        raise ValueError(f"{where}: image dtype must be uint8 or uint16, got {image.dtype}")
+    if image.dtype not in IMAGE_DTYPES:
+        raise ValueError(f"{where}: image dtype must be one of "
+                         f"{', '.join(map(str, IMAGE_DTYPES))}, got {image.dtype}")
+    if image.dtype.kind == "f" and image.size and not np.isfinite(image).all():
+        bad = int((~np.isfinite(image)).sum())
+        raise ValueError(f"{where}: image has {bad} NaN or infinite voxels; replace them "
+                         "(e.g. np.nan_to_num) before ingest")
     if not np.issubdtype(label.dtype, np.integer) and label.dtype != np.bool_:
         raise ValueError(f"{where}: label dtype must be integer, got {label.dtype}")
     if label.dtype != np.uint8 and label.size:
@@ -93,3 +110,39 @@ def validate_pair(image: np.ndarray, label: np.ndarray, spec: LabelSpec, where: 
                 f"{spec.allowed}"
             )
     return count_labels(label, spec, where)
+
+
+def check_spacing(spacing: Any, where: str) -> tuple[float, float, float] | None:
+    """Three positive finite voxel sizes (z, y, x), or None."""
+    if spacing is None:
+        return None
+    try:
+        out = tuple(float(x) for x in spacing)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: spacing must be three numbers (z, y, x), got "
+                         f"{spacing!r}") from None
+    if len(out) != 3 or not all(np.isfinite(x) and x > 0 for x in out):
+        raise ValueError(f"{where}: spacing must be three positive numbers (z, y, x), got "
+                         f"{spacing!r}")
+    return out  # type: ignore[return-value]
+
+
+#: foreground voxels sampled per volume for percentiles (nnU-Net samples 10,000 per case)
+_SAMPLE = 100_000
+
+
+def intensity_stats(image: np.ndarray, label: np.ndarray, spec: LabelSpec,
+                    seed: int = 0) -> dict[str, float] | None:
+    """Statistics of the image over foreground voxels (every class but background and
+    ignore): count, mean and std exactly, 0.5 / 99.5 percentiles of a fixed sample. What
+    nnU-Net's CT normalisation is built from; None when the volume has no foreground."""
+    fg = np.isin(label, list(spec.foreground_classes.values()))
+    values = image[fg]
+    if values.size == 0:
+        return None
+    x = values.astype(np.float64)
+    sample = x if x.size <= _SAMPLE else np.random.default_rng(seed).choice(x, _SAMPLE,
+                                                                           replace=False)
+    lo, hi = np.percentile(sample, [0.5, 99.5])
+    return {"count": int(x.size), "mean": float(x.mean()), "std": float(x.std()),
+            "p00_5": float(lo), "p99_5": float(hi)}

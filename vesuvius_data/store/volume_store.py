@@ -3,7 +3,7 @@
 Layout::
 
     store.zarr/                      root group; attrs["vesuvius_data"] is the manifest
-      volumes/{id}/image             uint8 (or uint16) array, chunked
+      volumes/{id}/image             the image in its own dtype (uint8/16, int16, float16/32)
       volumes/{id}/label             uint8 array, values in the LabelSpec
 
 The manifest in the root group's attributes lists every *complete* volume with its scroll id,
@@ -32,11 +32,20 @@ import numpy as np
 import zarr
 import zarr.storage
 from zarr.codecs import BloscCodec
+from zarr.errors import ContainsArrayError
 
 from ..labels import LabelCensus, LabelSpec
 from .chunk_reader import FastArray
 from .integrity import VerifyReport, record_chunks, verify_store
-from .volume_info import ID_PATTERN, VolumeInfo, check_volume_id, is_url, validate_pair
+from .volume_info import (
+    ID_PATTERN,
+    VolumeInfo,
+    check_spacing,
+    check_volume_id,
+    intensity_stats,
+    is_url,
+    validate_pair,
+)
 
 __all__ = ["VolumeStore", "VolumeInfo", "DEFAULT_CHUNKS", "DEFAULT_COMPRESSOR"]
 
@@ -250,17 +259,25 @@ class VolumeStore:
         *,
         source: str | None = None,
         overwrite: bool = False,
+        spacing: tuple[float, float, float] | None = None,
     ) -> VolumeInfo:
         """Validate and write one volume; it becomes visible only once fully written.
 
+        The image is stored in its own dtype (uint8, uint16, int16, float16 or float32);
+        ``spacing`` is the voxel size (z, y, x) if known. Foreground intensity statistics
+        are gathered on the way (``VolumeInfo.intensity``, for CT-style normalisation).
+
         Raises:
             FileExistsError: ``volume_id`` is already complete and ``overwrite`` is False.
-            ValueError: non-3-D input, mismatched shapes, bad dtypes or label values.
+            ValueError: non-3-D input, mismatched shapes, bad dtypes, NaN or infinite image
+                values, label values outside the spec, bad spacing.
         """
         self._writable()
         volume_id = check_volume_id(volume_id)
         image, label = np.asarray(image), np.asarray(label)
         census = validate_pair(image, label, self.label_spec, f"volume {volume_id}")
+        spacing = check_spacing(spacing, f"volume {volume_id}")
+        intensity = intensity_stats(image, label, self.label_spec)
         if volume_id in self:
             if not overwrite:
                 raise FileExistsError(f"volume {volume_id!r} already exists in "
@@ -271,7 +288,8 @@ class VolumeStore:
                                      overwrite=True)
         arrays["image"][...] = image
         arrays["label"][...] = label.astype(np.uint8, copy=False)
-        return self.publish(volume_id, scroll_id=scroll_id, source=source, census=census)
+        return self.publish(volume_id, scroll_id=scroll_id, source=source, census=census,
+                            spacing=spacing, intensity=intensity)
 
     def partial_arrays(self, volume_id: str, shape: tuple[int, ...],
                        dtypes: dict[str, Any], *, overwrite: bool = False
@@ -290,22 +308,23 @@ class VolumeStore:
         chunks = tuple(min(c, int(s)) for c, s in zip(self.chunks, shape, strict=True))
         out = {}
         for role, dtype in dtypes.items():
-            if role in vgroup:
+            try:
+                arr = vgroup.create_array(role, shape=tuple(shape), dtype=dtype, chunks=chunks,
+                                          compressors=BloscCodec(**DEFAULT_COMPRESSOR),
+                                          fill_value=0, dimension_names=("z", "y", "x"))
+            except ContainsArrayError:  # a resumed write, or another process got here first
                 arr = vgroup[role]
                 if tuple(arr.shape) != tuple(shape) or np.dtype(arr.dtype) != np.dtype(dtype):
                     raise ValueError(f"{volume_id}/{role} in {self._location} is "
                                      f"{arr.dtype}{tuple(arr.shape)}, this write needs "
-                                     f"{np.dtype(dtype)}{tuple(shape)}")
-            else:
-                arr = vgroup.create_array(role, shape=tuple(shape), dtype=dtype, chunks=chunks,
-                                          compressors=BloscCodec(**DEFAULT_COMPRESSOR),
-                                          fill_value=0, dimension_names=("z", "y", "x"))
+                                     f"{np.dtype(dtype)}{tuple(shape)}") from None
             out[role] = arr
         return out  # type: ignore[return-value]
 
     def publish(self, volume_id: str, *, scroll_id: str | int | None = None,
                 source: str | None = None, census: LabelCensus | None = None,
-                record: bool = True) -> VolumeInfo:
+                record: bool = True, spacing: tuple[float, float, float] | None = None,
+                intensity: dict[str, float] | None = None) -> VolumeInfo:
         """Add a volume whose arrays (``partial_arrays``) are fully written to the manifest.
 
         ``record`` lists every chunk's size and CRC for checked reads (it reads the chunks
@@ -326,6 +345,8 @@ class VolumeStore:
             source=source,
             census=census,
             generation=uuid.uuid4().hex,
+            spacing=check_spacing(spacing, f"volume {volume_id}"),
+            intensity=intensity,
         )
         vgroup.attrs.update(info.to_json() | {"label_spec": self.label_spec.to_dict()})
         self._commit(volume_id, info.to_json())
