@@ -67,6 +67,24 @@ def test_labels_from_a_store(folders, tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["volumes"]["a"]["score"] == pytest.approx(1.0)
 
 
+def test_a_store_spacing_sets_the_unit_of_tau(tmp_path, capsys):
+    """A sheet predicted one voxel off in z is within tau = 2 voxels; when the store says a
+    voxel is 4 mm deep, only the face the two sheets share (one of each one's two) is."""
+    from vesuvius_data import VolumeStore
+
+    preds = tmp_path / "preds"
+    preds.mkdir()
+    tifffile.imwrite(preds / "a.tif", _sheets(6))
+    sdice = {}
+    for spacing in (None, (4.0, 1.0, 1.0)):
+        path = tmp_path / f"s{spacing is not None}.zarr"
+        store = VolumeStore.create(path, chunks=(16, 16, 16))
+        store.add_volume("a", np.zeros((32, 32, 32), np.uint8), _sheets(5), spacing=spacing)
+        assert evaluate.main([str(preds), str(path), "--json"]) == 0
+        sdice[spacing] = json.loads(capsys.readouterr().out)["volumes"]["a"]["surface_dice"]
+    assert sdice[None] == pytest.approx(1.0) and sdice[(4.0, 1.0, 1.0)] == pytest.approx(0.5)
+
+
 def test_errors_name_the_problem(folders, capsys):
     preds, labels = folders
     (preds / "b.tif").unlink()

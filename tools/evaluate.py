@@ -33,7 +33,8 @@ def _score_one(vid: str, pred_src: VolumeHandle, label_src: VolumeHandle,
     bad = np.setdiff1d(np.unique(label), [0, 1, 2])
     if bad.size:
         raise ValueError(f"{vid}: label values {bad.tolist()} outside 0/1/2")
-    return score_volume(pred, label, tau=tau)
+    # a store that recorded the voxel size scores in its unit (tau too); else in voxels
+    return score_volume(pred, label, tau=tau, spacing=label_src.spacing() or (1.0, 1.0, 1.0))
 
 
 def format_table(scores: dict[str, VolumeScore]) -> str:
@@ -68,7 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help="print JSON instead of the table")
     ap.add_argument("--workers", type=positive_int, default=1,
                     help="score N volumes at once (processes)")
-    ap.add_argument("--tau", type=float, default=2.0, help="SurfaceDice tolerance in voxels")
+    ap.add_argument("--tau", type=float, default=2.0,
+                    help="SurfaceDice tolerance, in voxels (in the labels' unit when their "
+                    "store records a voxel spacing)")
     args = ap.parse_args(argv)
     preds, labels = volume_handles(args.pred), volume_handles(args.labels)
     ids = pair_ids(preds, labels)

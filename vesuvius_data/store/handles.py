@@ -34,6 +34,12 @@ class VolumeHandle:
             return VolumeStore.open(self.path).array(self.member, self.role)
         return self.read()
 
+    def spacing(self) -> tuple[float, float, float] | None:
+        """The voxel size a store recorded for this volume; None for TIFs or when unknown."""
+        if self.kind != "store":
+            return None
+        return VolumeStore.open(self.path).info(self.member).spacing
+
     def read(self) -> np.ndarray:
         if self.kind == "tif":
             return read_tif(self.path)
