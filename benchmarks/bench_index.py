@@ -8,6 +8,9 @@
 2. End to end: build_index over N synthetic 320^3 volumes in a store (patch 128, stride 64,
    local threads) beside merely reading (decoding) the same label arrays, both through zarr in
    one call per volume and through dask; and peak RSS growth of the build.
+3. Four classes: the same volumes with their surface split into three classes by depth
+   (background + 3 classes, ignore kept), built with a multi-class spec beside the binary
+   build of the same label geometry; kernel rate too; row sizes.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import psutil
 from vesuvius_data import VolumeStore, build_index
 from vesuvius_data.index._kernels import count_cells
 from vesuvius_data.index.build import sources_from_store
-from vesuvius_data.synthetic import make_volume
+from vesuvius_data.synthetic import DEPTH_CLASSES, make_volume, split_surface_by_depth
 
 
 def _numpy_reference(label, image, stride, fg=1, bg=0, ignore=2, air=0):
@@ -74,6 +77,41 @@ def _peak_rss_during(fn):
     return out, peak[0] - base
 
 
+def _four_classes(tmp: Path, n: int, repeats: int) -> dict:
+    """Binary vs 4-class builds of the same label geometry (labels only; medians)."""
+    binary = VolumeStore.create(tmp / "binary.zarr")
+    spec = DEPTH_CLASSES
+    four = VolumeStore.create(tmp / "four.zarr", label_spec=spec)
+    for i in range(n):
+        image, label = make_volume((320, 320, 320), seed=i)
+        binary.add_volume(f"v{i}", image, label)
+        four.add_volume(f"v{i}", image, split_surface_by_depth(label))
+    times: dict[str, list[float]] = {"binary": [], "four": []}
+    sizes = {}
+    for store in (binary, four):
+        build_index(store, 128, 64, progress=False)  # warm
+    for _ in range(repeats):
+        for name, store in (("binary", binary), ("four", four)):
+            t = time.perf_counter()
+            index = build_index(store, 128, 64, progress=False)
+            times[name].append(time.perf_counter() - t)
+            sizes[name] = index.nbytes() / len(index)
+    _, label = make_volume((128, 128, 128), seed=0)
+    split = split_surface_by_depth(label)
+    rates = {
+        "binary": _median_rate(lambda: count_cells(label, None, origin=(0, 0, 0),
+                                                   stride=(64,) * 3), label.size, repeats),
+        "four": _median_rate(lambda: count_cells(split, None, origin=(0, 0, 0),
+                                                 stride=(64,) * 3, ignore=2,
+                                                 classes=(1, 3, 4)), label.size, repeats)}
+    b, f = statistics.median(times["binary"]), statistics.median(times["four"])
+    return {"volumes": n, "build_binary_s": b, "build_four_classes_s": f,
+            "four_over_binary": f / b, "row_bytes_binary": sizes["binary"],
+            "row_bytes_four_classes": sizes["four"],
+            "kernel_voxels_per_s_binary": rates["binary"],
+            "kernel_voxels_per_s_four_classes": rates["four"]}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--volumes", type=int, default=4)
@@ -117,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
             dask_reads.append(time.perf_counter() - t)
         _, rss = _peak_rss_during(lambda: build_index(store, 128, 64, progress=False))
         index = build_index(store, 128, 64, progress=False)
+        four = _four_classes(tmp, args.volumes, args.repeats)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     build, lbuild, zread, dread = map(statistics.median,
@@ -133,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
             "note": "build_s also reads and counts the images (tissue column); "
                     "labels_only_build_s indexes without images, like the reads",
         },
+        "four_classes": four,
         "scroll_scale_estimate": {"voxels": 1e12, "rows": (10_000 // 64) ** 3,
                                   "bytes": (10_000 // 64) ** 3 * index.nbytes() / len(index)},
     }, indent=1))

@@ -32,7 +32,8 @@ from scipy import ndimage
 
 from .labels import LabelSpec
 
-__all__ = ["make_volume", "make_organ_phantom", "PHANTOM_CLASSES", "write_competition_layout",
+__all__ = ["make_volume", "make_organ_phantom", "PHANTOM_CLASSES", "split_surface_by_depth",
+           "DEPTH_CLASSES", "write_competition_layout",
            "SCROLL_IDS", "PRESETS", "PRESET_CYCLES", "Preset"]
 
 #: scroll ids as in the competition's train.csv
@@ -371,3 +372,19 @@ def make_organ_phantom(shape: tuple[int, int, int] = (48, 96, 96), seed: int = 0
     hu[liver], hu[kidneys], hu[tumour] = 60, 30, 110
     hu += rng.normal(0, 15, shape).astype(np.float32)
     return np.clip(hu, -1024, 3071).astype(np.int16), label, tuple(map(float, spacing))
+
+
+#: the spec of ``split_surface_by_depth`` labels
+DEPTH_CLASSES = LabelSpec.multiclass({"background": 0, "top": 1, "middle": 3, "bottom": 4},
+                                     ignore=2)
+
+
+def split_surface_by_depth(label: np.ndarray) -> np.ndarray:
+    """The same label geometry with four classes (``DEPTH_CLASSES``): the surface (1) split
+    by depth thirds into classes 1, 3 and 4, background 0 and unlabeled 2 kept. Benchmarks
+    compare multi-class and binary runs on exactly the same voxels with it."""
+    out = label.copy()
+    third = label.shape[0] // 3
+    out[third:2 * third][label[third:2 * third] == 1] = 3
+    out[2 * third:][label[2 * third:] == 1] = 4
+    return out
