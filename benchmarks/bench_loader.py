@@ -1,15 +1,29 @@
-"""Patch loading throughput against what users would pick instead; prints JSON.
+"""Patch loading throughput and memory against what users would pick instead; prints JSON.
 
-    python benchmarks/bench_loader.py [--volumes 4] [--patches 160]
+    python benchmarks/bench_loader.py [--volumes 4] [--patches 160] [--skip-memory]
 
-All in one run, on the same synthetic 320^3 volumes, 128^3 patches, batch 2, 2 workers:
-- ours: ``make_loader`` (balanced strategy, index stride 32 so windows straddle chunks),
-  patches/s and read amplification (bytes decoded / bytes delivered), with the default chunk
-  cache (which holds this small dataset) and with 32 MiB per worker (which does not);
-- raw: random 128^3 windows (image + label) sliced from the same zarr arrays, one process;
-- torchio: ``tio.Queue`` + ``LabelSampler`` over NIfTI files, ``SubjectsLoader``;
-- MONAI: ``CacheDataset`` + ``RandCropByPosNegLabeld`` over the same NIfTI files (benchmark-only
-  dependency: ``pip install monai``; skipped with a note when missing);
+All in one run, batch 2, 2 workers unless said otherwise:
+- throughput at 128^3 and 64^3 patches on the same synthetic 320^3 volumes:
+  - ours: ``make_loader`` (balanced strategy, index stride 32 so windows straddle chunks),
+    patches/s and read amplification (bytes decoded / bytes delivered), with the default
+    512 MiB shared chunk cache (which holds this small dataset) and with 32 MiB (which does
+    not; 128^3 only);
+  - raw: random 128^3 windows (image + label) sliced from the same zarr arrays, one process;
+  - torchio, tuned as its docs advise: ``tio.Queue`` + ``LabelSampler`` over *uncompressed*
+    NIfTI, 8 samples per volume, ``SubjectsLoader``;
+  - MONAI, tuned as its docs advise: ``CacheDataset`` (``copy_cache=False``) with foreground /
+    background indices cached once (``FgBgToIndicesd``), ``RandCropByPosNegLabeld`` reading
+    them, persistent workers (benchmark-only dependency: ``pip install monai``; skipped with a
+    note when missing);
+- memory: 64 volumes of 128^3, 64^3 patches, 2 and 8 workers, the shared chunk cache against
+  the per-worker LRU it replaced (``cache_bytes`` each): patches/s, each worker's RSS and USS
+  (memory only it holds) and the PSS of loader and workers together (what they really cost:
+  shared pages are split between the processes that map them);
+- four classes, int16: the same 320^3 volumes with int16 images (HU-like: value - 1000) and
+  the surface split by depth into three classes (background + 3, ignore kept), 64^3 patches:
+  ours (balanced with a share per class) beside ours on the binary uint8 volumes, torchio's
+  ``LabelSampler`` with a probability per class and MONAI's ``RandCropByLabelClassesd`` with
+  cached class indices (``ClassesToIndicesd``), on the same multi-class NIfTI files;
 - strategies: microseconds per single draw at 10^6 rows.
 Figures are medians of 3 rounds after a warm-up; startup (worker spawn, caching) is reported
 apart.
@@ -31,9 +45,7 @@ import numpy as np
 from vesuvius_data import VolumeStore, build_index, make_loader
 from vesuvius_data.index.patch_index import COUNT_COLUMNS, IndexParams, PatchIndex
 from vesuvius_data.sampling import STRATEGIES, make_strategy
-from vesuvius_data.synthetic import make_volume
-
-P = 128
+from vesuvius_data.synthetic import DEPTH_CLASSES, make_volume, split_surface_by_depth
 
 
 def _rate(make_iter: Callable[[], Iterator[int]], n: int, rounds: int = 3) -> dict:
@@ -52,24 +64,51 @@ def _rate(make_iter: Callable[[], Iterator[int]], n: int, rounds: int = 3) -> di
     return {"patches_per_s": statistics.median(rates), "first_round_patches_per_s": first}
 
 
-def _ours(store_path: Path, index: PatchIndex, n: int, cache_bytes: int = 512 * 2**20
-          ) -> dict:
-    loader = make_loader(store_path, index, "balanced", batch_size=2, num_workers=2, seed=0,
-                         samples_per_epoch=10**7, cache_bytes=cache_bytes)
+def _memory() -> dict:
+    """RSS / USS per worker (MB) and PSS of this process and its workers together (MB)."""
+    import psutil
+
+    me = psutil.Process()
+    workers = me.children(recursive=True)
+    info = [w.memory_full_info() for w in workers]
+    mb = 1 / 2**20
+    mine = me.memory_full_info().pss
+    return {"workers": len(workers),
+            "worker_rss_mb": statistics.median(i.rss * mb for i in info),
+            "worker_uss_mb": statistics.median(i.uss * mb for i in info),
+            "worker_pss_mb": statistics.median(i.pss * mb for i in info),
+            "loader_process_pss_mb": mine * mb,
+            "total_pss_mb": (mine + sum(i.pss for i in info)) * mb}
+
+
+def _ours(store_path: Path, index: PatchIndex, n: int, cache_bytes: int = 512 * 2**20, *,
+          workers: int = 2, shared: bool = True, memory: bool = False) -> dict:
+    loader = make_loader(store_path, index, "balanced", batch_size=2, num_workers=workers,
+                         seed=0, samples_per_epoch=10**7, cache_bytes=cache_bytes)
+    if not shared:  # the per-worker LRU of cache_bytes each, as before the shared cache
+        loader.dataset.shared_cache = None
+    patch_bytes = int(np.prod(index.params.patch_size)) * 2  # uint8 image + label
     stats = {"decoded": 0, "delivered": 0}
 
     def batches():
         for b in loader:
             stats["decoded"] += int(b["decoded_bytes"].sum())
-            stats["delivered"] += b["image"].shape[0] * (P**3 * 2)  # uint8 image + label
+            stats["delivered"] += b["image"].shape[0] * patch_bytes
             yield b["image"].shape[0]
 
-    out = _rate(batches, n)
+    it = batches()
+    out = _rate(lambda: it, n)
     out["read_amplification"] = stats["decoded"] / stats["delivered"]
+    if memory:
+        out |= _memory()
+    it.close()
+    if loader.loader._iterator is not None:  # persistent workers: stop them before the next
+        loader.loader._iterator._shutdown_workers()
     return out
 
 
 def _raw(store: VolumeStore, index: PatchIndex, n: int) -> dict:
+    P = index.params.patch_size[0]
     rng = np.random.default_rng(0)
     arrays = {(v, r): store.zarr_array(v, r) for v in store.ids() for r in ("image", "label")}
     corners = index.corners
@@ -86,13 +125,15 @@ def _raw(store: VolumeStore, index: PatchIndex, n: int) -> dict:
     return _rate(windows, n)
 
 
-def _torchio(nifti: list[tuple[Path, Path]], n: int) -> dict:
+def _torchio(nifti: list[tuple[Path, Path]], patch: int, n: int,
+             classes: tuple[int, ...] = (0, 1)) -> dict:
     import torchio as tio
 
     subjects = [tio.Subject(image=tio.ScalarImage(i), label=tio.LabelMap(lab))
                 for i, lab in nifti]
-    sampler = tio.LabelSampler(P, label_name="label", label_probabilities={0: 1, 1: 1})
-    queue = tio.Queue(tio.SubjectsDataset(subjects), max_length=16, samples_per_volume=4,
+    sampler = tio.LabelSampler(patch, label_name="label",
+                               label_probabilities=dict.fromkeys(classes, 1))
+    queue = tio.Queue(tio.SubjectsDataset(subjects), max_length=64, samples_per_volume=8,
                       sampler=sampler, num_workers=2, verbose=False)
     loader = tio.SubjectsLoader(queue, batch_size=2)
 
@@ -104,12 +145,13 @@ def _torchio(nifti: list[tuple[Path, Path]], n: int) -> dict:
     return _rate(batches, n)
 
 
-def _monai(nifti: list[tuple[Path, Path]], n: int) -> dict:
+def _monai(nifti: list[tuple[Path, Path]], patch: int, n: int) -> dict:
     try:
         from monai.data import CacheDataset, DataLoader
         from monai.transforms import (
             Compose,
             EnsureChannelFirstd,
+            FgBgToIndicesd,
             LoadImaged,
             RandCropByPosNegLabeld,
         )
@@ -118,12 +160,15 @@ def _monai(nifti: list[tuple[Path, Path]], n: int) -> dict:
     keys = ["image", "label"]
     transforms = Compose([
         LoadImaged(keys, image_only=True), EnsureChannelFirstd(keys),
-        RandCropByPosNegLabeld(keys, label_key="label", spatial_size=(P, P, P), pos=1, neg=1,
-                               num_samples=2),
+        FgBgToIndicesd("label"),  # cached with the volumes: no per-crop scan of the label
+        RandCropByPosNegLabeld(keys, label_key="label", spatial_size=(patch,) * 3, pos=1,
+                               neg=1, num_samples=2, fg_indices_key="label_fg_indices",
+                               bg_indices_key="label_bg_indices"),
     ])
     data = [{"image": str(i), "label": str(lab)} for i, lab in nifti]
-    ds = CacheDataset(data, transforms, cache_rate=1.0, num_workers=2, progress=False)
-    loader = DataLoader(ds, batch_size=1, num_workers=2, shuffle=True)
+    ds = CacheDataset(data, transforms, cache_rate=1.0, num_workers=2, progress=False,
+                      copy_cache=False)
+    loader = DataLoader(ds, batch_size=1, num_workers=2, shuffle=True, persistent_workers=True)
 
     def batches():
         while True:
@@ -131,6 +176,77 @@ def _monai(nifti: list[tuple[Path, Path]], n: int) -> dict:
                 yield b["image"].shape[0]
 
     return _rate(batches, n)
+
+
+def _monai_classes(nifti: list[tuple[Path, Path]], patch: int, n: int,
+                   ratios: list[float]) -> dict:
+    try:
+        from monai.data import CacheDataset, DataLoader
+        from monai.transforms import (
+            ClassesToIndicesd,
+            Compose,
+            EnsureChannelFirstd,
+            LoadImaged,
+            RandCropByLabelClassesd,
+        )
+    except ImportError:
+        return {"skipped": "monai is not installed (pip install monai)"}
+    keys = ["image", "label"]
+    transforms = Compose([
+        LoadImaged(keys, image_only=True), EnsureChannelFirstd(keys),
+        ClassesToIndicesd("label", num_classes=len(ratios)),  # cached with the volumes
+        RandCropByLabelClassesd(keys, label_key="label", spatial_size=(patch,) * 3,
+                                ratios=ratios, num_classes=len(ratios), num_samples=2,
+                                indices_key="label_cls_indices"),
+    ])
+    data = [{"image": str(i), "label": str(lab)} for i, lab in nifti]
+    ds = CacheDataset(data, transforms, cache_rate=1.0, num_workers=2, progress=False,
+                      copy_cache=False)
+    loader = DataLoader(ds, batch_size=1, num_workers=2, shuffle=True, persistent_workers=True)
+
+    def batches():
+        while True:
+            for b in loader:
+                yield b["image"].shape[0]
+
+    return _rate(batches, n)
+
+
+def _multiclass_section(tmp: Path, volumes: int, n: int, binary_rate: float) -> dict:
+    import nibabel as nib
+
+    spec = DEPTH_CLASSES
+    store = VolumeStore.create(tmp / "mc.zarr", label_spec=spec)
+    nifti = []
+    for i in range(volumes):
+        image, label = make_volume((320, 320, 320), seed=i)
+        image = (image.astype(np.int16) - 1000).astype(np.int16)
+        label = split_surface_by_depth(label)
+        store.add_volume(f"v{i}", image, label)
+        paths = (tmp / f"mc{i}_image.nii", tmp / f"mc{i}_label.nii")
+        for path, data in zip(paths, (image, label), strict=True):
+            nib.save(nib.Nifti1Image(data, np.eye(4)), path)
+        nifti.append(paths)
+    index = build_index(store, 64, 32, progress=False)
+    shares = {"top": 0.2, "middle": 0.2, "bottom": 0.2}
+    loader = make_loader(tmp / "mc.zarr", index, "balanced", batch_size=2, num_workers=2,
+                         seed=0, samples_per_epoch=10**7, class_shares=shares)
+
+    def batches():
+        for b in loader:
+            yield b["image"].shape[0]
+
+    out: dict = {"setup": {"classes": spec.describe(), "image_dtype": "int16", "patch": 64,
+                           "class_shares": shares, "row_bytes": index.nbytes() / len(index)},
+                 "ours_four_classes_int16": _rate(batches, n)}
+    ours = out["ours_four_classes_int16"]["patches_per_s"]
+    out["torchio_tuned"] = _torchio(nifti, 64, max(n // 4, 16), classes=(0, 1, 3, 4))
+    out["monai_tuned"] = _monai_classes(nifti, 64, max(n // 2, 20), [1, 1, 0, 1, 1])
+    out["ratios"] = {"four_classes_int16_over_binary_uint8": ours / binary_rate,
+                     "ours_over_torchio": ours / out["torchio_tuned"]["patches_per_s"]}
+    if "patches_per_s" in out["monai_tuned"]:
+        out["ratios"]["ours_over_monai"] = ours / out["monai_tuned"]["patches_per_s"]
+    return out
 
 
 def _draw_speed() -> dict:
@@ -162,10 +278,63 @@ def _draw_speed() -> dict:
     return out
 
 
+def _throughput(tmp: Path, store: VolumeStore, nifti: list, patch: int, n: int) -> dict:
+    index = build_index(store, patch, 32, progress=False)
+    out: dict = {"setup": {"patch": patch, "index_stride": 32, "rows": len(index)},
+                 "ours": _ours(tmp / "s.zarr", index, n)}
+    if patch == 128:
+        # a cache far smaller than the data (2 x 131 MB here): what scroll scale looks like
+        out["ours_cache_32mib"] = _ours(tmp / "s.zarr", index, n, 32 * 2**20)
+        out["raw_zarr_windows_one_process"] = _raw(store, index, max(n // 4, 20))
+    scale = (128 // patch) ** 3  # the anchors' rate grows less than ours with smaller patches
+    out["torchio_tuned"] = _torchio(nifti, patch, max(n * min(scale, 4) // 8, 16))
+    out["monai_tuned"] = _monai(nifti, patch, max(n * min(scale, 4) // 4, 20))
+    ours = out["ours"]["patches_per_s"]
+    out["ratios"] = {"ours_over_torchio": ours / out["torchio_tuned"]["patches_per_s"]}
+    if "patches_per_s" in out["monai_tuned"]:
+        out["ratios"]["ours_over_monai"] = ours / out["monai_tuned"]["patches_per_s"]
+    if "raw_zarr_windows_one_process" in out:
+        out["ratios"]["ours_over_raw_reads"] = ours / out["raw_zarr_windows_one_process"][
+            "patches_per_s"]
+    return out
+
+
+def _memory_section(tmp: Path, n: int) -> dict:
+    import subprocess
+    import sys
+
+    store = VolumeStore.create(tmp / "many.zarr")
+    for i in range(64):
+        store.add_volume(f"m{i}", *make_volume((128,) * 3, seed=100 + i))
+    build_index(store, 64, 32, progress=False).save(tmp / "many.index.npz")
+    out: dict = {"setup": {"volumes": 64, "shape": [128] * 3, "patch": 64,
+                           "decoded_data_mb": 64 * 2 * 128**3 / 2**20, "cache_mb": 512,
+                           "note": "each loader runs in a fresh interpreter; PSS counts it and "
+                                   "its workers, torch's own ~150 MB included"}}
+    for workers in (2, 8):
+        for shared in (True, False):
+            name = f"{workers}_workers_{'shared' if shared else 'per_worker_lru'}"
+            proc = subprocess.run(
+                [sys.executable, __file__, "--memory-run", str(tmp / "many.zarr"),
+                 str(tmp / "many.index.npz"), str(n), str(workers), str(int(shared))],
+                capture_output=True, text=True, check=True)
+            out[name] = json.loads(proc.stdout)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
+    import sys
+
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--memory-run"]:  # one loader of the memory section, in its own interpreter
+        store, index, n, workers, shared = argv[1:]
+        print(json.dumps(_ours(Path(store), PatchIndex.load(index), int(n),
+                               workers=int(workers), shared=shared == "1", memory=True)))
+        return 0
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--volumes", type=int, default=4)
     ap.add_argument("--patches", type=int, default=160, help="patches per timed round")
+    ap.add_argument("--skip-memory", action="store_true")
     args = ap.parse_args(argv)
     import nibabel as nib
 
@@ -176,30 +345,19 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(args.volumes):
             image, label = make_volume((320, 320, 320), seed=i)
             store.add_volume(f"v{i}", image, label)
-            paths = (tmp / f"v{i}_image.nii.gz", tmp / f"v{i}_label.nii.gz")
+            paths = (tmp / f"v{i}_image.nii", tmp / f"v{i}_label.nii")  # uncompressed: faster
             for path, data in zip(paths, (image, label), strict=True):
                 nib.save(nib.Nifti1Image(data, np.eye(4)), path)
             nifti.append(paths)
-        index = build_index(store, P, 32, progress=False)
-        results = {
-            "setup": {"volumes": args.volumes, "shape": [320] * 3, "patch": P,
-                      "index_stride": 32, "rows": len(index), "batch_size": 2, "workers": 2},
-            "ours": _ours(tmp / "s.zarr", index, args.patches),
-            # a cache far smaller than the data (2 x 131 MB here): what scroll scale looks like
-            "ours_cache_32mib_per_worker": _ours(tmp / "s.zarr", index, args.patches, 32 * 2**20),
-            "raw_zarr_windows_one_process": _raw(store, index, max(args.patches // 4, 20)),
-            "torchio_queue_labelsampler": _torchio(nifti, max(args.patches // 8, 16)),
-            "monai_cachedataset_randcropbyposneg": _monai(nifti, max(args.patches // 4, 20)),
-        }
-        ours = results["ours"]["patches_per_s"]
-        results["ratios"] = {
-            "ours_over_torchio": ours / results["torchio_queue_labelsampler"]["patches_per_s"],
-            "ours_over_raw_reads": ours / results["raw_zarr_windows_one_process"][
-                "patches_per_s"],
-        }
-        monai = results["monai_cachedataset_randcropbyposneg"]
-        if "patches_per_s" in monai:
-            results["ratios"]["ours_over_monai"] = ours / monai["patches_per_s"]
+        results: dict = {"setup": {"volumes": args.volumes, "shape": [320] * 3,
+                                   "batch_size": 2, "workers": 2}}
+        for patch in (128, 64):
+            results[f"patch_{patch}"] = _throughput(tmp, store, nifti, patch,
+                                                    args.patches * (128 // patch))
+        results["four_classes_int16"] = _multiclass_section(
+            tmp, args.volumes, args.patches * 2, results["patch_64"]["ours"]["patches_per_s"])
+        if not args.skip_memory:
+            results["memory_64_volumes"] = _memory_section(tmp, args.patches * 2)
         results["strategy_draws_at_1e6_rows"] = _draw_speed()
         print(json.dumps(results, indent=1))
     finally:

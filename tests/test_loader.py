@@ -71,9 +71,11 @@ def test_window_cache_assembles_windows_and_bounds_memory(store, small_pair):
         cache.window("vol_a", "image", (40, 0, 0), (9, 9, 9))
 
 
-@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16, np.float16, np.float32])
 def test_zscore_fast_path_equals_numpy(dtype):
     x = (np.random.default_rng(1).random((20, 21, 22)) * 200).astype(dtype)
+    if dtype == np.int16:
+        x = (x.astype(np.int32) * 100 - 10000).astype(dtype)  # negative values, wide range
     ref = (x.astype(np.float64) - x.astype(np.float64).mean()) / x.astype(np.float64).std()
     np.testing.assert_allclose(_zscore(x), ref, atol=1e-5)
     assert np.all(_zscore(np.full((4, 4, 4), 9, dtype)) == 0)
