@@ -145,9 +145,25 @@ def _torchio(nifti: list[tuple[Path, Path]], patch: int, n: int,
     return _rate(batches, n)
 
 
+def _monai_rate(nifti: list[tuple[Path, Path]], transforms, n: int) -> dict:
+    """Patches/s of MONAI's cached dataset (``copy_cache=False``) with persistent workers."""
+    from monai.data import CacheDataset, DataLoader
+
+    data = [{"image": str(i), "label": str(lab)} for i, lab in nifti]
+    ds = CacheDataset(data, transforms, cache_rate=1.0, num_workers=2, progress=False,
+                      copy_cache=False)
+    loader = DataLoader(ds, batch_size=1, num_workers=2, shuffle=True, persistent_workers=True)
+
+    def batches():
+        while True:
+            for b in loader:
+                yield b["image"].shape[0]
+
+    return _rate(batches, n)
+
+
 def _monai(nifti: list[tuple[Path, Path]], patch: int, n: int) -> dict:
     try:
-        from monai.data import CacheDataset, DataLoader
         from monai.transforms import (
             Compose,
             EnsureChannelFirstd,
@@ -165,23 +181,12 @@ def _monai(nifti: list[tuple[Path, Path]], patch: int, n: int) -> dict:
                                neg=1, num_samples=2, fg_indices_key="label_fg_indices",
                                bg_indices_key="label_bg_indices"),
     ])
-    data = [{"image": str(i), "label": str(lab)} for i, lab in nifti]
-    ds = CacheDataset(data, transforms, cache_rate=1.0, num_workers=2, progress=False,
-                      copy_cache=False)
-    loader = DataLoader(ds, batch_size=1, num_workers=2, shuffle=True, persistent_workers=True)
-
-    def batches():
-        while True:
-            for b in loader:
-                yield b["image"].shape[0]
-
-    return _rate(batches, n)
+    return _monai_rate(nifti, transforms, n)
 
 
 def _monai_classes(nifti: list[tuple[Path, Path]], patch: int, n: int,
                    ratios: list[float]) -> dict:
     try:
-        from monai.data import CacheDataset, DataLoader
         from monai.transforms import (
             ClassesToIndicesd,
             Compose,
@@ -199,17 +204,7 @@ def _monai_classes(nifti: list[tuple[Path, Path]], patch: int, n: int,
                                 ratios=ratios, num_classes=len(ratios), num_samples=2,
                                 indices_key="label_cls_indices"),
     ])
-    data = [{"image": str(i), "label": str(lab)} for i, lab in nifti]
-    ds = CacheDataset(data, transforms, cache_rate=1.0, num_workers=2, progress=False,
-                      copy_cache=False)
-    loader = DataLoader(ds, batch_size=1, num_workers=2, shuffle=True, persistent_workers=True)
-
-    def batches():
-        while True:
-            for b in loader:
-                yield b["image"].shape[0]
-
-    return _rate(batches, n)
+    return _monai_rate(nifti, transforms, n)
 
 
 def _multiclass_section(tmp: Path, volumes: int, n: int, binary_rate: float) -> dict:

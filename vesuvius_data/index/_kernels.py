@@ -64,7 +64,11 @@ def _count_run(c, cm, cp, zm, zp, ym, yp, fg, bg, ignore):
 @numba.njit(nogil=True, cache=True, boundscheck=False, inline="always")
 def _count_run_multi(c, cm, cp, zm, zp, ym, yp, bg, ignore):
     """``_count_run`` for multi-class specs: foreground is any value but background and
-    ignore. Returns (background, ignore, boundary); classes are counted by ``_count_value``."""
+    ignore. Returns (background, ignore, boundary); classes are counted by ``_count_value``.
+
+    The min tree is written out again rather than shared through an inlined helper: with the
+    helper LLVM no longer vectorised either loop (the binary kernel fell from ~1.5 G to
+    0.25 G voxels/s)."""
     n_bg = np.uint8(0)
     n_ignore = np.uint8(0)
     n_boundary = np.uint8(0)
