@@ -37,6 +37,7 @@ from zarr.errors import ContainsArrayError
 from ..labels import LabelCensus, LabelSpec
 from .chunk_reader import FastArray
 from .integrity import VerifyReport, record_chunks, verify_store
+from .ome import array_url
 from .volume_info import (
     ID_PATTERN,
     VolumeInfo,
@@ -411,7 +412,7 @@ class VolumeStore:
         volume_id = check_volume_id(volume_id)
         if volume_id in self and not overwrite:
             raise FileExistsError(f"volume {volume_id!r} already exists in {self._location}")
-        urls = {"image": _array_url(image, level), "label": _array_url(label, level)}
+        urls = {"image": array_url(image, level), "label": array_url(label, level)}
         arrays = {role: zarr.open_array(url, mode="r") for role, url in urls.items()}
         where = f"register {volume_id}"
         for role, arr in arrays.items():
@@ -445,30 +446,3 @@ class VolumeStore:
     def __repr__(self) -> str:
         return f"VolumeStore({self._location!r}, volumes={len(self)})"
 
-
-def _array_url(arr: zarr.Array | str, level: int | None) -> str:
-    """A URL that reopens ``arr``; resolves OME-Zarr multiscale groups to one level."""
-    if isinstance(arr, zarr.Array):
-        store = arr.store
-        if isinstance(store, zarr.storage.LocalStore):
-            return str(Path(store.root) / arr.path)
-        if isinstance(store, zarr.storage.FsspecStore):
-            return store.fs.unstrip_protocol(f"{store.path}/{arr.path}".rstrip("/"))
-        raise ValueError(f"cannot register an array held in {type(store).__name__}: "
-                         "register arrays from a local folder or a URL")
-    url = str(arr) if is_url(str(arr)) else str(Path(arr).resolve())
-    node = zarr.open(url, mode="r")
-    if isinstance(node, zarr.Array):
-        if level not in (None, 0):
-            raise ValueError(f"{url} is an array, not an OME-Zarr multiscale group; "
-                             "level does not apply")
-        return url
-    ms = node.attrs.get("multiscales") or (node.attrs.get("ome") or {}).get("multiscales")
-    if not ms:
-        raise ValueError(f"{url} is a group without OME-Zarr 'multiscales' metadata; "
-                         "pass the array's path instead")
-    datasets = ms[0]["datasets"]
-    lvl = 0 if level is None else level
-    if not 0 <= lvl < len(datasets):
-        raise ValueError(f"{url}: level {lvl} out of range (has {len(datasets)} levels)")
-    return url.rstrip("/") + "/" + datasets[lvl]["path"]
