@@ -96,6 +96,12 @@ def test_index_counts_every_class_in_every_patch(organs, index, phantoms):
     total = sum(counts.values())
     assert sum(weights[n] * counts[n] / total for n in counts) == pytest.approx(1.0)
     assert weights["tumour"] > weights["kidney"] > weights["liver"] > weights["background"]
+    from vesuvius_data.index.report import format_summary, summarize  # tools/index.py's text
+
+    summary = summarize(index)
+    assert summary["classes"]["tumour"]["patches_holding"] == int(
+        (index.class_count("tumour") > 0).sum())
+    assert "tumour" in format_summary(summary).split("classes (share of labeled")[1]
 
 
 MULTICLASS_OPTIONS = {"uniform": {}, "hard-negative": {},

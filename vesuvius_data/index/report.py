@@ -46,6 +46,9 @@ def summarize(index: PatchIndex) -> dict[str, Any]:
             "surface_share_of_labeled": census.foreground_share_of_labeled,
         },
         "class_weights_inverse": weights,
+        "classes": {name: {"share_of_labeled": n / max(census.labeled, 1),
+                           "patches_holding": int((index.class_count(name) > 0).sum())}
+                    for name, n in census.class_counts().items()},
         "focal_alpha": index.focal_alpha(),
         "fg_ratio": {
             "patches_with_labels": int(labeled.sum()),
@@ -70,11 +73,16 @@ def format_summary(s: dict[str, Any]) -> str:
         f"surface share of LABELED voxels: {c['surface_share_of_labeled']:.1%}   "
         f"(counting unlabeled as foreground would claim {c['naive_foreground_with_ignore']:.1%})",
     ]
+    classes = s["classes"]
+    if len(classes) > 2:  # multi-class: each class's share and the patches that hold it
+        lines.append("classes (share of labeled voxels; patches holding it): " + ", ".join(
+            f"{n} {c['share_of_labeled']:.2%} ({c['patches_holding']})"
+            for n, c in classes.items()))
     w = s["class_weights_inverse"]
     if w:
-        lines.append(f"suggested class weights (inverse labeled frequency): background "
-                     f"{w['background']:.3f}, foreground {w['foreground']:.3f}; focal alpha "
-                     f"(surface) {s['focal_alpha']:.3f}")
+        lines.append("suggested class weights (inverse labeled frequency): "
+                     + ", ".join(f"{n} {v:.3f}" for n, v in w.items())
+                     + f"; focal alpha (surface) {s['focal_alpha']:.3f}")
     fr = s["fg_ratio"]
     lines.append(f"fg_ratio over {fr['patches_with_labels']} patches with labels "
                  f"({fr['patches_with_surface']} hold surface):")
