@@ -126,10 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _output_store(path: Path, rank: int) -> VolumeStore:
-    """The output VolumeStore, created by rank 0 (under torchrun the others wait for it)."""
-    if rank == 0 and not path.exists():
-        return VolumeStore.create(path)
+def _output_store(path: Path) -> VolumeStore:
+    """The output VolumeStore (rank 0 created it if it was missing)."""
     try:
         return VolumeStore.open(path, mode="a")
     except ValueError as e:
@@ -143,9 +141,10 @@ def _predict_to_zarr(args: argparse.Namespace, model: torch.nn.Module, patch: in
 
     dist = init_distributed()  # torchrun: each rank takes its own blocks
     try:
-        store = _output_store(args.out_dir, dist.rank) if dist.main else None
-        dist.barrier()
-        store = store or _output_store(args.out_dir, dist.rank)
+        if dist.main and not args.out_dir.exists():
+            VolumeStore.create(args.out_dir)
+        dist.barrier()  # under torchrun the other ranks open it once rank 0 has made it
+        store = _output_store(args.out_dir)
         for vid, source in inputs.items():
             volume = source.open()
             region = parse_region(args.region, tuple(volume.shape))

@@ -68,7 +68,7 @@ def _arrays(store: VolumeStore, name: str, shape: tuple[int, ...], dtype: np.dty
         raise ValueError(f"{e}: a different region or volume; choose another output") from None
     vgroup = zarr.open_group(arrays["image"].store, path=arrays["image"].path.rpartition("/")[0],
                              mode="r+")
-    if "done" in vgroup and tuple(vgroup["done"].shape) != grid:  # type: ignore[union-attr]
+    if "done" in vgroup and tuple(vgroup["done"].shape) != grid:
         raise ValueError(f"{name}/done in {store.location} has {vgroup['done'].shape} blocks, "
                          f"this prediction needs {grid}: a different block size; use the same "
                          "--block to resume, or choose another output")

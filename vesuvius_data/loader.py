@@ -109,7 +109,7 @@ class PatchDataset(Dataset):
         self.volume = index.volume
         self.corners = index.corners
         self.patch_size = index.params.patch_size
-        self.roles, self.normalize, self.transforms = tuple(roles), normalize, transforms
+        self.roles, self.transforms = tuple(roles), transforms
         self.cache_bytes = int(cache_bytes)
         self.shared_cache = shared_cache
         #: voxel size (z, y, x) per volume code; 1 where the store does not know it
