@@ -151,3 +151,20 @@ def test_table_says_when_dim1_matches_are_only_a_bound(tmp_path, capsys, monkeyp
     monkeypatch.setattr(_dim1, "MAX_SWEEP_BYTES", 0)
     assert evaluate.main(args) == 0
     assert "their dim-1 matches are an upper bound: ['h']" in capsys.readouterr().out
+
+
+def test_tune_breaks_ties_by_candidate_order_and_keeps_cavity_filling_by_default():
+    """A sheet encloses no cavity: where filling changes nothing on the tuning volumes it
+    stays on (the default lists it first), so a test volume with one stray cavity is not
+    charged a whole TopoScore dimension."""
+    label = _sheets(5, 20)
+    prob = np.where(label == 1, 0.9, 0.0).astype(np.float32)
+    first = [{"threshold": 0.5}]
+    on_first = tune_postprocess.tune({"a": prob}, {"a": label},
+                                     [first, [{"max_cavity": 100}, {"max_cavity": 0}]])
+    off_first = tune_postprocess.tune({"a": prob}, {"a": label},
+                                      [first, [{"max_cavity": 0}, {"max_cavity": 100}]])
+    assert on_first[0]["score"] == off_first[0]["score"] == pytest.approx(1.0)
+    assert tune_postprocess.config_of(on_first[0]).max_cavity == 100
+    assert tune_postprocess.config_of(off_first[0]).max_cavity == 0
+    assert tune_postprocess.default_stages()[-1][0] == {"max_cavity": 100}

@@ -3,7 +3,7 @@
     python tools/tune_postprocess.py PROB_DIR LABELS [--thresholds 0.3,0.4,0.5,0.6,0.7]
         [--weak-thresholds none,0.2,0.3] [--min-components 0,10,100,1000]
         [--dust-connectivities 6,26] [--plug both] [--patch-areas 0,16,64]
-        [--max-cavities 0,100] [--json]
+        [--max-cavities 100,0] [--json]
 
 PROB_DIR holds the {id}.tif probabilities that ``tools/predict.py --probabilities`` wrote
 (float16, or uint8 = round(255 p)); LABELS is a folder of {id}.tif labels or a VolumeStore.
@@ -11,8 +11,13 @@ The search is greedy, in the order the steps run (``vesuvius_data.repair``): fir
 threshold with every weak (hysteresis) threshold below it, then, keeping the best so far, each
 repair step's candidates in turn (dust size x connectivity, plugging off/on, hole patching
 areas, cavity sizes). Every candidate is applied to every volume and scored with
-``score_volume``; the table lists each tried config's mean score and parts, best first, and
-the last line is the ``tools/predict.py`` flags of the best one.
+``score_volume``; of candidates within 0.001 of the best mean score, the one listed first
+wins (most steps list "off" first, so a step must earn its place). Cavity filling is listed
+first by default: a papyrus sheet encloses no cavity (no label volume holds one), so filling
+small ones stays on unless it costs score, and a volume whose prediction happens to hold one
+is not charged a whole TopoScore dimension for it. The table lists each tried config's mean
+score and parts, best first, and the last line is the ``tools/predict.py`` flags of the best
+one.
 """
 
 from __future__ import annotations
@@ -33,6 +38,9 @@ from vesuvius_data.repair import RepairConfig, repair
 from vesuvius_data.store.handles import pair_ids, volume_handles
 
 PARTS = ("score", "topo_score", "surface_dice", "voi_score")
+#: mean scores closer than this are a tie (the first candidate listed wins): filling a 14-voxel
+#: pocket moved a validation volume's score by 1.5e-5, which is not evidence either way
+TIE = 1e-3
 
 
 def _floats(text: str) -> list[float]:
@@ -64,8 +72,10 @@ def _stages(a: argparse.Namespace) -> list[list[dict]]:
 
 def tune(probs: dict[str, np.ndarray], labels: dict[str, np.ndarray],
          stages: list[list[dict]]) -> list[dict]:
-    """Greedy search: each stage tries its updates on the best config so far. Returns one row
-    per distinct config tried (its fields and mean score parts), best first."""
+    """Greedy search: each stage tries its updates on the best config so far (of scores
+    within ``TIE`` of the best, the first candidate listed). Returns one row per distinct
+    config tried (its fields and mean score parts): the chosen one first, then the others by
+    score."""
     best, tried = RepairConfig(), {}
 
     def evaluate(config: RepairConfig) -> dict:
@@ -82,8 +92,11 @@ def tune(probs: dict[str, np.ndarray], labels: dict[str, np.ndarray],
     with tqdm(total=total, desc="tune", unit="config", disable=None) as bar:
         for updates in stages:
             candidates = [c for c in (_replaced(best, u) for u in updates) if c] or [best]
-            best = max(candidates, key=lambda c: evaluate(c)["score"])
-    return sorted(tried.values(), key=lambda r: -r["score"])
+            top = max(evaluate(c)["score"] for c in candidates)
+            best = next(c for c in candidates if evaluate(c)["score"] >= top - TIE)
+    chosen = tried[best]
+    return [chosen] + sorted((r for r in tried.values() if r is not chosen),
+                             key=lambda r: -r["score"])
 
 
 def _replaced(config: RepairConfig, update: dict) -> RepairConfig | None:
@@ -111,7 +124,7 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--plug", choices=("both", "on", "off"), default="both")
     ap.add_argument("--patch-areas", type=_ints, default=[0, 16, 64])
     ap.add_argument("--max-cavities", "--max-holes", dest="max_cavities", type=_ints,
-                    default=[0, 100])
+                    default=[100, 0])
     ap.add_argument("--json", action="store_true")
     return ap
 
