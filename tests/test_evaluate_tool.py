@@ -168,3 +168,20 @@ def test_tune_breaks_ties_by_candidate_order_and_keeps_cavity_filling_by_default
     assert tune_postprocess.config_of(on_first[0]).max_cavity == 100
     assert tune_postprocess.config_of(off_first[0]).max_cavity == 0
     assert tune_postprocess.default_stages()[-1][0] == {"max_cavity": 100}
+
+
+def test_tune_counts_scores_within_tie_as_equal(monkeypatch):
+    """Scores 1e-4 apart are a tie (the first listed wins); 2e-3 apart are not."""
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(tune_postprocess, "repair", lambda prob, cfg: cfg.max_cavity)
+    monkeypatch.setattr(tune_postprocess, "score_volume", lambda cavity, label: SimpleNamespace(
+        score=1.0 - 1e-6 * cavity, topo_score=0.0, surface_dice=0.0, voi_score=0.0))
+
+    def chosen(sizes):
+        rows = tune_postprocess.tune({"a": None}, {"a": None},
+                                     [[{"max_cavity": n} for n in sizes]])
+        return tune_postprocess.config_of(rows[0]).max_cavity
+
+    assert chosen([100, 0]) == 100  # 1e-4 below the best: a tie, listed first
+    assert chosen([2000, 0]) == 0  # 2e-3 below: a real loss

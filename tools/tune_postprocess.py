@@ -16,8 +16,8 @@ wins (most steps list "off" first, so a step must earn its place). Cavity fillin
 first by default: a papyrus sheet encloses no cavity (no label volume holds one), so filling
 small ones stays on unless it costs score, and a volume whose prediction happens to hold one
 is not charged a whole TopoScore dimension for it. The table lists each tried config's mean
-score and parts, best first, and the last line is the ``tools/predict.py`` flags of the best
-one.
+score and parts, the chosen one first and the others by score, and the last line is the
+``tools/predict.py`` flags of the chosen one.
 """
 
 from __future__ import annotations
