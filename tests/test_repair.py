@@ -256,6 +256,23 @@ def test_split_bridges_cuts_a_weak_bridge_between_confident_sheets():
     assert np.array_equal(out[p > 0.9], mask[p > 0.9])  # the sheets themselves stay whole
 
 
+def test_split_bridges_leaves_each_component_at_most_one_seed_on_smooth_maps():
+    # smooth probabilities (the kind in-plane smoothing or TTA averages make) once sent
+    # scikit-image's watershed-line mode into minutes and gigabytes; the line drawn here must
+    # still separate every pair of confident cores that it cuts apart
+    rng = np.random.default_rng(5)
+    p = ndimage.gaussian_filter(rng.random((40, 40, 40)).astype(np.float32), 2.0)
+    p = (p - p.min()) / (p.max() - p.min())
+    mask = p > 0.5
+    out = split_bridges(p, mask, 0.75, min_seed=5)
+    seeds = cc3d.dust(cc3d.connected_components((p > 0.75) & mask, connectivity=26), 5)
+    parts = cc3d.connected_components(out, connectivity=26)
+    for part in np.unique(parts[parts > 0]):
+        assert len(np.unique(seeds[(parts == part) & (seeds > 0)])) <= 1
+    assert cc3d.connected_components(mask, connectivity=26).max() < parts.max()
+    assert not (out & ~mask).any() and (mask & ~out).sum() < 0.1 * mask.sum()
+
+
 def test_split_bridges_leaves_single_cores_and_perfect_masks_alone():
     p = _two_sheets_and_a_bridge()
     one = p.copy()
