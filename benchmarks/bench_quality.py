@@ -41,22 +41,24 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tools.predict import load_model  # noqa: E402
-from tools.tune_postprocess import config_of, default_stages, tune  # noqa: E402
+from tools.tune_postprocess import CachedRepair, config_of, default_stages, tune  # noqa: E402
 from trainer.checkpoint import load_checkpoint  # noqa: E402
 from trainer.config import apply_overrides, load_config  # noqa: E402
 from trainer.inference import predict_volume  # noqa: E402
 from trainer.train import train  # noqa: E402
 from vesuvius_data import VolumeStore  # noqa: E402
 from vesuvius_data.metrics import score_volume  # noqa: E402
-from vesuvius_data.repair import remove_dust, repair  # noqa: E402
+from vesuvius_data.repair import remove_dust  # noqa: E402
 from vesuvius_data.synthetic import make_volume  # noqa: E402
 
 TRAIN_SEED, VAL_SEED, TEST_SEED, TRANSFER_SEED = 1000, 2000, 3000, 4000
-STEPS = {"hysteresis": {"weak_threshold": None}, "bridge cutting": {"split_seed": None},
+STEPS = {"sheet smoothing": {"sheet_sigma": 0.0},
+         "hysteresis": {"weak_threshold": None}, "bridge cutting": {"split_seed": None},
          "dust": {"min_component": 0},
          "plug": {"plug": False}, "patch": {"patch_area": 0}, "cavities": {"max_cavity": 0}}
 #: what each step adds when the tuned config left it off (the other half of the ablation)
-STEPS_ON = {"hysteresis": {"weak_threshold": 0.3}, "bridge cutting": {"split_seed": 0.99},
+STEPS_ON = {"sheet smoothing": {"sheet_sigma": 1.5}, "hysteresis": {"weak_threshold": 0.3},
+            "bridge cutting": {"split_seed": 0.99},
             "dust": {"min_component": 10},
             "plug": {"plug": True}, "patch": {"patch_area": 64}, "cavities": {"max_cavity": 100}}
 
@@ -223,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
 
     t = time.perf_counter()
     stages = default_stages()  # the search of tools/tune_postprocess.py, as a user runs it
-    only_threshold = tune({"val": probs["val"]}, {"val": val_label}, stages[:1])[0]
+    unsmoothed = [[u for u in stages[0] if not u["sheet_sigma"]]]
+    only_threshold = tune({"val": probs["val"]}, {"val": val_label}, unsmoothed)[0]
     best_rows = tune({"val": probs["val"]}, {"val": val_label}, stages)
     best = config_of(best_rows[0])
     plain = config_of(only_threshold)
@@ -232,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
 
     t = time.perf_counter()
     results: dict[str, dict] = {}
+    repaired = CachedRepair(probs)
     for part, vols in tests.items():
         labels = {v: lab for v, (_, lab) in vols.items()}
         methods = {
@@ -239,8 +243,8 @@ def main(argv: list[str] | None = None) -> int:
             "intensity threshold (tuned)": {v: _intensity_threshold(
                 im, intensity["sigma"], intensity["percentile"], intensity["dust"])
                 for v, (im, _) in vols.items()},
-            "model, threshold only": {v: repair(probs[v], plain) for v in labels},
-            "model + repair": {v: repair(probs[v], best) for v in labels},
+            "model, threshold only": {v: repaired(v, plain) for v in labels},
+            "model + repair": {v: repaired(v, best) for v in labels},
         }
         near = {v: _near_misses(lab) for v, lab in labels.items()}
         for name in next(iter(near.values())):
@@ -253,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
             except ValueError:  # e.g. hysteresis or a seed on the wrong side of the threshold
                 continue
             name = f"model + repair {'without' if on else 'with'} {step}"
-            methods[name] = {v: repair(probs[v], ablated) for v in labels}
+            methods[name] = {v: repaired(v, ablated) for v in labels}
         results[part] = {name: _summary(masks, labels) for name, masks in methods.items()}
     if args.transfer_checkpoint:
         other = _probabilities(args.transfer_checkpoint,
@@ -262,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = config_of(tune({"val": other["val"]}, {"val": val_label}, stages)[0])
         labels = {v: lab for v, (_, lab) in tests["hard"].items()}
         results["hard"][f"{args.transfer_checkpoint} + repair"] = _summary(
-            {v: repair(other[v], cfg) for v in labels}, labels)
+            {v: CachedRepair(other)(v, cfg) for v in labels}, labels)
         results["hard"][f"{args.transfer_checkpoint} + repair"]["repair"] = cfg.to_flags()
     timings["score_s"] = time.perf_counter() - t
 

@@ -151,6 +151,8 @@ def test_predict_tool_writes_zarr_and_checks_the_region(model, volume, whole, tm
         assert message in capsys.readouterr().err
     assert predict.main(argv[:3] + ["--region", "0:8,0:8,0:8"]) == 2
     assert "--region applies to --zarr" in capsys.readouterr().err
+    assert predict.main(argv + ["--sheet-sigma", "1.5", "--max-cavity", "100"]) == 2
+    assert "drop --sheet-sigma 1.5 --max-cavity 100" in capsys.readouterr().err  # not ignored
     assert predict.main(argv[:-1] + ["0:32,16:40,:"]) == 2  # another region into the same group
     assert "choose another output" in capsys.readouterr().err
 

@@ -114,14 +114,15 @@ def test_tune_postprocess_picks_the_threshold_by_the_metric(tmp_path, capsys):
         tifffile.imwrite(labels / f"{vid}.tif", label)
         tifffile.imwrite(probs / f"{vid}.tif", np.clip(prob, 0, 1).astype(np.float16))
     # specks at p = 0.55 wreck the topology at threshold 0.5; 0.6 keeps only the sheets
-    only_threshold = ["--weak-thresholds", "none", "--min-components", "0", "--plug", "off",
-                      "--patch-areas", "0", "--max-cavities", "0"]
+    only_threshold = ["--sheet-sigmas", "0", "--weak-thresholds", "none", "--min-components", "0",
+                      "--plug", "off", "--patch-areas", "0", "--max-cavities", "0"]
     assert tune_postprocess.main([str(probs), str(labels), "--thresholds", "0.5,0.6",
                                   *only_threshold]) == 0
     out = capsys.readouterr().out
     assert out.strip().endswith("best over 2 volume(s): --threshold 0.6")
     assert tune_postprocess.main([str(probs), str(labels), "--thresholds", "0.5",
-                                  "--weak-thresholds", "none", "--min-components", "0,10",
+                                  "--sheet-sigmas", "0", "--weak-thresholds", "none",
+                                  "--min-components", "0,10",
                                   "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert rows[0]["min_component"] == 10 and rows[0]["score"] == pytest.approx(1.0)
@@ -185,3 +186,25 @@ def test_tune_counts_scores_within_tie_as_equal(monkeypatch):
 
     assert chosen([100, 0]) == 100  # 1e-4 below the best: a tie, listed first
     assert chosen([2000, 0]) == 0  # 2e-3 below: a real loss
+
+
+def test_tune_searches_smoothing_with_the_threshold_and_smooths_each_volume_once(monkeypatch):
+    """Noisy probabilities of two tilted sheets: smoothing along them wins, and each volume is
+    smoothed once per sigma however many thresholds and later steps are tried on it."""
+    rng = np.random.default_rng(0)
+    label = np.zeros((32, 40, 40), np.uint8)
+    for y in range(40):
+        lo = 8 + int(round(0.3 * y)) // 2
+        label[lo:lo + 2, y] = label[lo + 5:lo + 7, y] = 1
+    prob = np.clip(np.where(label == 1, 0.75, 0.2) + rng.normal(0, 0.2, label.shape), 0, 1)
+    calls = []
+    smooth = tune_postprocess.smooth_along_sheets
+    monkeypatch.setattr(tune_postprocess, "smooth_along_sheets",
+                        lambda p, s: calls.append(s) or smooth(p, s))
+    stages = [[{"sheet_sigma": s, "threshold": t} for s in (0.0, 1.5) for t in (0.4, 0.5, 0.6)],
+              [{"min_component": m} for m in (0, 10)]]
+    rows = tune_postprocess.tune({"a": prob, "b": prob[::-1].copy()},
+                                 {"a": label, "b": label[::-1].copy()}, stages)
+    assert tune_postprocess.config_of(rows[0]).sheet_sigma == 1.5
+    assert rows[0]["score"] > max(r["score"] for r in rows if r["sheet_sigma"] == 0) + 0.1
+    assert sorted(calls) == [1.5, 1.5]  # one smoothing per volume, for 6 configs using it

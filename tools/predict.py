@@ -93,6 +93,11 @@ def main(argv: list[str] | None = None) -> int:
     model, patch = load_model(args.checkpoint)
     inputs = volume_handles(args.input, role="image")
     if args.zarr:
+        extra = " ".join(repair_config.to_flags().replace(
+            f"--threshold {args.threshold}", "").split())
+        if extra:
+            raise ValueError(f"--zarr writes p > threshold block by block; the repair steps "
+                             f"need whole volumes: drop {extra}")
         return _predict_to_zarr(args, model, patch, inputs)
     if args.region:
         raise ValueError("--region applies to --zarr output")

@@ -1,14 +1,17 @@
 """Choose the threshold and topology repair by the competition metric, on saved probabilities.
 
-    python tools/tune_postprocess.py PROB_DIR LABELS [--thresholds 0.3,0.4,0.5,0.6,0.7]
-        [--weak-thresholds none,0.2,0.3] [--min-components 0,10,100,1000]
+    python tools/tune_postprocess.py PROB_DIR LABELS [--sheet-sigmas 0,1.5,2.5]
+        [--thresholds 0.3,0.4,0.5,0.55,0.6,0.7] [--weak-thresholds none,0.2,0.3]
+        [--min-components 0,10,100,1000]
         [--dust-connectivities 6,26] [--plug both] [--patch-areas 0,16,64]
         [--max-cavities 100,0] [--json]
 
 PROB_DIR holds the {id}.tif probabilities that ``tools/predict.py --probabilities`` wrote
 (float16, or uint8 = round(255 p)); LABELS is a folder of {id}.tif labels or a VolumeStore.
 The search is greedy, in the order the steps run (``vesuvius_data.repair``): first every
-threshold with every weak (hysteresis) threshold below it, then, keeping the best so far, each
+threshold with every weak (hysteresis) threshold below it, for every in-plane smoothing
+(``--sheet-sigmas``: smoothing moves the best threshold, so the two are searched together;
+each volume is smoothed once per sigma), then, keeping the best so far, each
 repair step's candidates in turn (dust size x connectivity, plugging off/on, hole patching
 areas, cavity sizes). Every candidate is applied to every volume and scored with
 ``score_volume``; of candidates within 0.001 of the best mean score, the one listed first
@@ -34,7 +37,7 @@ from tqdm.auto import tqdm
 from trainer.inference import decode_probabilities
 from vesuvius_data.cli import user_errors
 from vesuvius_data.metrics import score_volume
-from vesuvius_data.repair import RepairConfig, repair
+from vesuvius_data.repair import RepairConfig, repair, smooth_along_sheets
 from vesuvius_data.store.handles import pair_ids, volume_handles
 
 PARTS = ("score", "topo_score", "surface_dice", "voi_score")
@@ -58,8 +61,8 @@ def _weak(text: str) -> list[float | None]:
 
 def _stages(a: argparse.Namespace) -> list[list[dict]]:
     """Candidate field updates per greedy stage, in the order ``repair`` applies the steps."""
-    first = [{"threshold": t, "weak_threshold": w} for t in a.thresholds for w in a.weak_thresholds
-             if w is None or w < t]
+    first = [{"sheet_sigma": s, "threshold": t, "weak_threshold": w} for s in a.sheet_sigmas
+             for t in a.thresholds for w in a.weak_thresholds if w is None or w < t]
     plug = {"both": [False, True], "on": [True], "off": [False]}[a.plug]
     return [first,
             [{"split_seed": s} for s in a.split_seeds if s is None or s > 0],
@@ -70,18 +73,33 @@ def _stages(a: argparse.Namespace) -> list[list[dict]]:
             [{"max_cavity": n} for n in a.max_cavities]]
 
 
+class CachedRepair:
+    """``repair`` of named probability volumes that smooths each one once per sigma: the
+    search and the benchmark's ablation try many configs on the same smoothing."""
+
+    def __init__(self, probs: dict[str, np.ndarray]) -> None:
+        self.probs, self._smoothed = probs, {}
+
+    def __call__(self, vid: str, config: RepairConfig) -> np.ndarray:
+        sigma = config.sheet_sigma
+        if not sigma:
+            return repair(self.probs[vid], config)
+        if (vid, sigma) not in self._smoothed:
+            self._smoothed[vid, sigma] = smooth_along_sheets(self.probs[vid], sigma)
+        return repair(self._smoothed[vid, sigma], dataclasses.replace(config, sheet_sigma=0.0))
+
+
 def tune(probs: dict[str, np.ndarray], labels: dict[str, np.ndarray],
          stages: list[list[dict]]) -> list[dict]:
     """Greedy search: each stage tries its updates on the best config so far (of scores
     within ``TIE`` of the best, the first candidate listed). Returns one row per distinct
     config tried (its fields and mean score parts): the chosen one first, then the others by
     score."""
-    best, tried = RepairConfig(), {}
+    best, tried, repairer = RepairConfig(), {}, CachedRepair(probs)
 
     def evaluate(config: RepairConfig) -> dict:
         if config not in tried:
-            scores = [score_volume(repair(prob, config), labels[vid])
-                      for vid, prob in probs.items()]
+            scores = [score_volume(repairer(vid, config), labels[vid]) for vid in probs]
             tried[config] = {**dataclasses.asdict(config),
                              **{k: float(np.mean([getattr(s, k) for s in scores])) for k in PARTS},
                              "flags": config.to_flags()}
@@ -114,7 +132,9 @@ def _parser() -> argparse.ArgumentParser:
                                  epilog=__doc__.split("\n\n", 1)[1])
     ap.add_argument("probabilities", type=Path)
     ap.add_argument("labels", type=Path)
-    ap.add_argument("--thresholds", type=_floats, default=[0.3, 0.4, 0.5, 0.6, 0.7])
+    ap.add_argument("--sheet-sigmas", type=_floats, default=[0.0, 1.5, 2.5],
+                    help="in-plane smoothing candidates (voxels); 0 = off")
+    ap.add_argument("--thresholds", type=_floats, default=[0.3, 0.4, 0.5, 0.55, 0.6, 0.7])
     ap.add_argument("--weak-thresholds", type=_weak, default=[None, 0.2, 0.3],
                     help="hysteresis candidates below each threshold; 'none' = off")
     ap.add_argument("--split-seeds", type=_weak, default=[None, 0.9, 0.95, 0.99, 0.995],

@@ -6,6 +6,10 @@ notices them. A model that misses a few surface voxels leaves pinholes, and each
 loop. 3-D hole filling does not close a pinhole (it is a tunnel, not a cavity), so repair works
 per sheet. The steps, each usable alone and all deterministic:
 
+- ``smooth_along_sheets``: average the probabilities over a disc in each voxel's sheet plane
+  (orientation from the structure tensor), so pinholes and a wandering sheet edge average out
+  while neighbouring sheets stay apart. A filter on probabilities, like a blur: it runs before
+  the threshold, and on a mask it can still move a sheet's rim.
 - ``hysteresis``: keep weak voxels (p > weak) only in components that hold a strong one
   (p > strong): sheets stay whole where the model hesitates, noise without a confident seed goes.
 - ``split_bridges``: cut sheets that the threshold merged: a watershed of the probabilities
@@ -40,17 +44,19 @@ from scipy import ndimage
 from ._common import MAX_ROUNDS
 from .patch import patch_sheet_holes
 from .plug import plug_pinholes
+from .smooth import smooth_along_sheets
 from .split import split_bridges
 
 __all__ = ["RepairConfig", "repair", "add_repair_arguments", "repair_config_from_args",
-           "hysteresis", "split_bridges", "remove_dust", "plug_pinholes", "patch_sheet_holes",
-           "fill_cavities"]
+           "smooth_along_sheets", "hysteresis", "split_bridges", "remove_dust", "plug_pinholes",
+           "patch_sheet_holes", "fill_cavities"]
 
 
 @dataclass(frozen=True)
 class RepairConfig:
     """Post-processing of a probability volume, applied in field order by ``repair``."""
 
+    sheet_sigma: float = 0.0  # smooth probabilities in each sheet's plane (voxels); 0 = off
     threshold: float = 0.5  # foreground is p > threshold (the strong threshold with hysteresis)
     weak_threshold: float | None = None  # hysteresis: keep p > weak connected to p > threshold
     split_seed: float | None = None  # cut bridges: watershed from p > split_seed cores; None = off
@@ -70,12 +76,15 @@ class RepairConfig:
                              f"{self.threshold} and 1")
         if self.dust_connectivity not in (6, 26):
             raise ValueError(f"dust_connectivity must be 6 or 26, got {self.dust_connectivity}")
+        if not self.sheet_sigma >= 0:
+            raise ValueError(f"sheet_sigma must be >= 0, got {self.sheet_sigma}")
         if min(self.min_component, self.patch_area, self.max_cavity) < 0:
             raise ValueError("min_component, patch_area and max_cavity must be >= 0")
 
     def to_flags(self) -> str:
         """The ``tools/predict.py`` flags that reproduce this config."""
-        flags = [f"--threshold {self.threshold}"]
+        flags = [f"--sheet-sigma {self.sheet_sigma}"] if self.sheet_sigma else []
+        flags.append(f"--threshold {self.threshold}")
         if self.weak_threshold is not None:
             flags.append(f"--weak-threshold {self.weak_threshold}")
         if self.split_seed is not None:
@@ -92,6 +101,8 @@ class RepairConfig:
 def add_repair_arguments(parser: argparse.ArgumentParser) -> None:
     """The repair flags shared by the tools (``repair_config_from_args`` reads them back)."""
     g = parser.add_argument_group("post-processing and topology repair (vesuvius_data.repair)")
+    g.add_argument("--sheet-sigma", type=float, default=0.0,
+                   help="smooth probabilities in each sheet's plane first (Gaussian, voxels)")
     g.add_argument("--threshold", type=float, default=0.5, help="foreground is p > T")
     g.add_argument("--weak-threshold", type=float, default=None,
                    help="hysteresis: also keep p > W where connected to p > T")
@@ -109,8 +120,11 @@ def add_repair_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def repair_config_from_args(args: argparse.Namespace) -> RepairConfig:
-    return RepairConfig(args.threshold, args.weak_threshold, args.split_seed, args.min_component,
-                        args.dust_connectivity, args.plug, args.patch_area, args.max_cavity)
+    return RepairConfig(sheet_sigma=args.sheet_sigma, threshold=args.threshold,
+                        weak_threshold=args.weak_threshold, split_seed=args.split_seed,
+                        min_component=args.min_component,
+                        dust_connectivity=args.dust_connectivity, plug=args.plug,
+                        patch_area=args.patch_area, max_cavity=args.max_cavity)
 
 
 def repair(prob: np.ndarray, config: RepairConfig | None = None) -> np.ndarray:
@@ -119,6 +133,8 @@ def repair(prob: np.ndarray, config: RepairConfig | None = None) -> np.ndarray:
     prob = np.asarray(prob)
     if prob.ndim != 3:
         raise ValueError(f"repair needs a 3-D volume, got shape {prob.shape}")
+    if c.sheet_sigma:
+        prob = smooth_along_sheets(prob, c.sheet_sigma)
     if c.weak_threshold is not None:
         mask = hysteresis(prob, c.threshold, c.weak_threshold)
     else:
