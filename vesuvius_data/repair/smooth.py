@@ -21,7 +21,7 @@ import numba
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["smooth_along_sheets"]
+__all__ = ["smooth_along_sheets", "structure_tensor"]
 
 #: the six distinct entries of the symmetric structure tensor, in storage order
 _PAIRS = ((0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2))
