@@ -48,7 +48,7 @@ from trainer.inference import predict_volume  # noqa: E402
 from trainer.train import train  # noqa: E402
 from vesuvius_data import VolumeStore  # noqa: E402
 from vesuvius_data.metrics import score_volume  # noqa: E402
-from vesuvius_data.repair import remove_dust  # noqa: E402
+from vesuvius_data.repair import remove_dust, repair  # noqa: E402
 from vesuvius_data.synthetic import make_volume  # noqa: E402
 
 TRAIN_SEED, VAL_SEED, TEST_SEED, TRANSFER_SEED = 1000, 2000, 3000, 4000
@@ -266,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = config_of(tune({"val": other["val"]}, {"val": val_label}, stages)[0])
         labels = {v: lab for v, (_, lab) in tests["hard"].items()}
         results["hard"][f"{args.transfer_checkpoint} + repair"] = _summary(
-            {v: CachedRepair(other)(v, cfg) for v in labels}, labels)
+            {v: repair(other[v], cfg) for v in labels}, labels)
         results["hard"][f"{args.transfer_checkpoint} + repair"]["repair"] = cfg.to_flags()
     timings["score_s"] = time.perf_counter() - t
 
