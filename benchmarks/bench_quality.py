@@ -22,7 +22,9 @@ One run, every stage cached in OUT (rerun it and finished stages are skipped):
    With ``--transfer-checkpoint`` also another model (e.g. the demo's, trained on the easy
    preset) on the hard test volumes, repaired with repair tuned for it on the validation volume.
 Prints one JSON document: per method and test set the mean score, TopoScore, SurfaceDice, VOI
-score, and bars (predicted / label) per dimension; the repair config; timings.
+score, and bars (predicted / label) per dimension; the repair config; timings. Writes
+OUT/quality.png: for the first held-out hard volume, where each method misses a sheet (seen
+across the sheets) and a cut through the sheets (right, missed, extra voxels).
 """
 
 from __future__ import annotations
@@ -117,6 +119,74 @@ def _summary(masks: dict[str, np.ndarray], labels: dict[str, np.ndarray]) -> dic
 def _sheet_axis(mask: np.ndarray) -> int:
     """The axis the sheets stack along: the one crossing the most surface/background edges."""
     return int(np.argmax([np.count_nonzero(np.diff(mask, axis=a)) for a in range(3)]))
+
+
+def _missed_runs(label: np.ndarray, pred: np.ndarray, axis: int) -> np.ndarray:
+    """Per column across the sheets: how many runs of surface voxels (one per sheet it crosses)
+    the prediction misses entirely, within one voxel. A pinhole through a sheet is one miss."""
+    surface = np.moveaxis(label == 1, axis, 0)
+    near = np.moveaxis(ndimage.binary_dilation(pred.astype(bool), _along(axis)), axis, 0)
+    starts = surface & ~np.concatenate([np.zeros_like(surface[:1]), surface[:-1]])
+    run = np.cumsum(starts, axis=0) * surface  # run number within each column, 0 off-surface
+    column = np.broadcast_to(np.arange(surface[0].size).reshape(surface.shape[1:]),
+                             surface.shape)
+    key = column.astype(np.int64) * (surface.shape[0] + 1) + run
+    runs = np.unique(key[surface])
+    covered = np.unique(key[surface & near])
+    missed = np.setdiff1d(runs, covered) // (surface.shape[0] + 1)
+    return np.bincount(missed, minlength=surface[0].size).reshape(surface.shape[1:])
+
+
+def _along(axis: int) -> np.ndarray:
+    """A 3-voxel line along ``axis`` (a structuring element)."""
+    shape = [1, 1, 1]
+    shape[axis] = 3
+    return np.ones(shape, bool)
+
+
+def _figure(path: Path, name: str, label: np.ndarray, masks: dict[str, np.ndarray]) -> None:
+    """One held-out volume, per method: where the prediction misses a sheet (seen across the
+    sheets: pinholes) and a cut through the sheets (where it is too thick or off)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
+
+    axis = _sheet_axis(label == 1)
+    cut_axis = next(a for a in range(3) if a != axis)
+    middle = label.shape[cut_axis] // 2
+    footprint = np.moveaxis(label == 1, axis, 0).any(axis=0)
+    fig, axes = plt.subplots(len(masks), 2, figsize=(10, 4.6 * len(masks)), squeeze=False)
+    # cut colours: 0 background, 1 unlabeled, 2 right, 3 missed, 4 extra
+    cut_colours = ListedColormap(["white", "#e6e6e6", "#222222", "#d62728", "#1f77b4"])
+    for row, (method, mask) in enumerate(masks.items()):
+        missed = _missed_runs(label, mask, axis)
+        shown = np.where(missed > 0, 2, footprint.astype(int))
+        ax = axes[row, 0]
+        ax.imshow(shown, cmap=ListedColormap(["white", "#bbbbbb", "#d62728"]), vmin=0, vmax=2,
+                  interpolation="nearest")
+        ax.set_title(f"{method}\nseen across the sheets: {int((missed > 0).sum())} columns "
+                     f"miss a sheet (red)", fontsize=9)
+        ax.set_axis_off()
+        lab = np.take(label, middle, axis=cut_axis)
+        pred = np.take(mask, middle, axis=cut_axis).astype(bool)
+        cut = np.where(lab == 2, 1, 0)
+        cut = np.where((lab == 1) & pred, 2, cut)
+        cut = np.where((lab == 1) & ~pred, 3, cut)
+        cut = np.where((lab == 0) & pred, 4, cut)
+        if [a for a in range(3) if a != cut_axis].index(axis) == 1:
+            cut = cut.T  # the sheets stack top to bottom
+        ax = axes[row, 1]
+        ax.imshow(cut, cmap=cut_colours, vmin=0, vmax=4, interpolation="nearest")
+        ax.set_title("a cut through the sheets: right (black), missed (red), extra (blue), "
+                     "unlabeled (grey)", fontsize=9)
+        ax.set_axis_off()
+    fig.suptitle(f"held-out hard volume {name} (the yardstick's model)", fontsize=11)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
 
 
 def _near_misses(label: np.ndarray) -> dict[str, np.ndarray]:
@@ -269,6 +339,12 @@ def main(argv: list[str] | None = None) -> int:
             {v: repair(other[v], cfg) for v in labels}, labels)
         results["hard"][f"{args.transfer_checkpoint} + repair"]["repair"] = cfg.to_flags()
     timings["score_s"] = time.perf_counter() - t
+    first, (_, first_label) = next(iter(tests["hard"].items()))
+    _figure(args.out / "quality.png", first, first_label, {
+        f"model, threshold only ({plain.threshold})": repaired(first, plain),
+        f"model + repair ({best.to_flags()})": repaired(first, best),
+        "the labels with 0.2 % of their voxels dropped": _near_misses(first_label)[
+            "labels with 0.2 % of surface voxels dropped"]})
 
     report = {"size": args.size, "tta": args.tta, "train_volumes": args.train,
               "test_volumes": args.test,
