@@ -21,7 +21,7 @@ from vesuvius_data.repair import (
     smooth_along_sheets,
     split_bridges,
 )
-from vesuvius_data.repair.smooth import structure_tensor
+from vesuvius_data.repair.smooth import _PAIRS, structure_tensor
 from vesuvius_data.synthetic import make_volume
 
 FULL = RepairConfig(threshold=0.5, weak_threshold=0.3, min_component=10, dust_connectivity=6,
@@ -304,7 +304,7 @@ def _smooth_reference(p, sigma):
     """Plain numpy: normals from ``eigh``, disc samples by ``map_coordinates``."""
     t = structure_tensor(p)
     full = np.empty(p.shape + (3, 3), np.float64)
-    for n, (i, j) in enumerate(((0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2))):
+    for n, (i, j) in enumerate(_PAIRS):
         full[..., i, j] = full[..., j, i] = t[n]
     values, vectors = np.linalg.eigh(full)
     normal = vectors[..., :, 2]
@@ -372,3 +372,17 @@ def test_sheet_smoothing_rejects_bad_input_and_round_trips_as_flags():
     assert config.to_flags() == "--sheet-sigma 1.5 --threshold 0.55"
     p, gt = _two_noisy_tilted_sheets()
     assert np.array_equal(repair(p, config), smooth_along_sheets(p, 1.5) > 0.55)
+
+
+def test_printed_flags_parse_back_to_the_same_config():
+    """``to_flags`` is what the tuner prints for ``tools/predict.py``: it reproduces the config."""
+    import argparse
+
+    from vesuvius_data.repair import add_repair_arguments, repair_config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_repair_arguments(parser)
+    for config in (RepairConfig(), FULL, RepairConfig(sheet_sigma=2.5, threshold=0.55,
+                                                      split_seed=0.9, max_cavity=100)):
+        args = parser.parse_args(config.to_flags().split())
+        assert repair_config_from_args(args) == config

@@ -35,6 +35,7 @@ round-trips through ``dataclasses.asdict`` so tools print and reuse it as flags.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from dataclasses import dataclass
 
 import cc3d
@@ -120,11 +121,10 @@ def add_repair_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def repair_config_from_args(args: argparse.Namespace) -> RepairConfig:
-    return RepairConfig(sheet_sigma=args.sheet_sigma, threshold=args.threshold,
-                        weak_threshold=args.weak_threshold, split_seed=args.split_seed,
-                        min_component=args.min_component,
-                        dust_connectivity=args.dust_connectivity, plug=args.plug,
-                        patch_area=args.patch_area, max_cavity=args.max_cavity)
+    """The ``RepairConfig`` of the flags ``add_repair_arguments`` added (each flag's dest is
+    its field's name; fields without a flag keep their defaults)."""
+    return RepairConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(RepairConfig)
+                           if hasattr(args, f.name)})
 
 
 def repair(prob: np.ndarray, config: RepairConfig | None = None) -> np.ndarray:
