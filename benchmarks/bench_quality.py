@@ -338,6 +338,9 @@ def main(argv: list[str] | None = None) -> int:
         results["hard"][f"{args.transfer_checkpoint} + repair"] = _summary(
             {v: repair(other[v], cfg) for v in labels}, labels)
         results["hard"][f"{args.transfer_checkpoint} + repair"]["repair"] = cfg.to_flags()
+        unsmoothed = dataclasses.replace(cfg, sheet_sigma=0.0)
+        results["hard"][f"{args.transfer_checkpoint} + repair without sheet smoothing"] = \
+            _summary({v: repair(other[v], unsmoothed) for v in labels}, labels)
     timings["score_s"] = time.perf_counter() - t
     first, (_, first_label) = next(iter(tests["hard"].items()))
     _figure(args.out / "quality.png", first, first_label, {
