@@ -20,7 +20,8 @@ One run, every stage cached in OUT (rerun it and finished stages are skipped):
    themselves with the small errors a good model makes (shifted or thickened by one voxel, a
    few voxels dropped), which shows what the metric charges for near misses.
    With ``--transfer-checkpoint`` also another model (e.g. the demo's, trained on the easy
-   preset) on the hard test volumes, repaired with repair tuned for it on the validation volume.
+   preset) on the hard test volumes, repaired with repair tuned for it on the validation volume,
+   and with that repair less sheet smoothing.
 Prints one JSON document: per method and test set the mean score, TopoScore, SurfaceDice, VOI
 score, and bars (predicted / label) per dimension; the repair config; timings. Writes
 OUT/quality.png: for the first held-out hard volume, where each method misses a sheet (seen
