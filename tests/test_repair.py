@@ -313,10 +313,10 @@ def _smooth_reference(p, sigma):
     u /= np.linalg.norm(u, axis=-1, keepdims=True)
     v = np.cross(normal, u)
     grid = np.indices(p.shape).astype(np.float64)
-    reach = int(np.ceil(2 * sigma))
+    lattice = np.arange(-2, 3) * 0.8 * sigma  # the disc's 21 points, 0.8 sigma apart
     acc, total = np.zeros(p.shape), 0.0
-    for s in range(-reach, reach + 1):
-        for r in range(-reach, reach + 1):
+    for s in lattice:
+        for r in lattice:
             if s * s + r * r > (2 * sigma) ** 2:
                 continue
             w = np.exp(-(s * s + r * r) / (2 * sigma ** 2))
@@ -326,14 +326,15 @@ def _smooth_reference(p, sigma):
     return acc / total, values
 
 
-def test_sheet_smoothing_matches_a_numpy_reference():
+@pytest.mark.parametrize("sigma", [1.5, 2.5])
+def test_sheet_smoothing_matches_a_numpy_reference(sigma):
     p, gt = _two_noisy_tilted_sheets()
-    got = smooth_along_sheets(p, 1.5, floor=-1.0)  # every voxel, as the reference does
-    expected, values = _smooth_reference(p, 1.5)
+    got = smooth_along_sheets(p, sigma, floor=-1.0)  # every voxel, as the reference does
+    expected, values = _smooth_reference(p, sigma)
     clear = values[..., 2] > 3 * values[..., 1]  # where the normal is well defined
     assert clear[gt].mean() > 0.9  # on the sheets
     assert np.abs(got - expected)[clear].max() < 1e-4
-    assert np.array_equal(got, smooth_along_sheets(p, 1.5, floor=-1.0))  # deterministic
+    assert np.array_equal(got, smooth_along_sheets(p, sigma, floor=-1.0))  # deterministic
 
 
 def test_sheet_smoothing_closes_pinholes_without_fusing_close_sheets():
@@ -348,6 +349,19 @@ def test_sheet_smoothing_closes_pinholes_without_fusing_close_sheets():
     assert betti_numbers(smoothed) == (2, 0, 0)
     assert (smoothed != gt).sum() < 0.02 * gt.sum()
     assert (iso != gt).sum() > 5 * (smoothed != gt).sum()
+
+
+def test_sheet_smoothing_copies_only_voxels_with_nothing_above_floor_within_reach():
+    """The skip that makes air cheap must not change a voxel that has data within reach."""
+    p, _ = _two_noisy_tilted_sheets()
+    p[25:] = np.random.default_rng(3).random(p[25:].shape) * 0.009  # faint, below the floor
+    sigma, reach = 2.5, 5
+    got, every = smooth_along_sheets(p, sigma), smooth_along_sheets(p, sigma, floor=-1.0)
+    data = ndimage.maximum_filter(p, size=2 * reach + 1) > 0.01
+    assert np.array_equal(got[data], every[data])
+    far = ndimage.maximum_filter(p, size=4 * reach + 1) <= 0.01  # no cell nearby holds data
+    assert far.sum() > 10_000 and np.array_equal(got[far], p[far])
+    assert not np.array_equal(every[far], p[far])  # smoothing there would have changed them
 
 
 @pytest.mark.parametrize("shape", [(0, 4, 4), (1, 1, 1), (1, 30, 30), (2, 5, 40), (17, 9, 23)])

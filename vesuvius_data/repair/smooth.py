@@ -13,9 +13,16 @@ sampled in one pass on purpose: two 1-D passes (one per tangent) interpolate twi
 trilinear sample off the grid leaks a little across the sheet; on the yardstick that second
 leak cost 0.02-0.03 of score at ``sigma`` 2.5. The volume edge is clamped; voxels with
 nothing above ``floor`` within reach are copied (background costs nothing).
+
+Speed (``benchmarks/bench_repair.py``, 320^3 on 2 cores): the disc is 21 samples whatever
+``sigma`` (``_disc``), the kernel runs in float32 on an edge-padded copy (no clamps per sample),
+the principal axis comes from powers of the tensor, and the tensor's nine Gaussian filters run
+in threads.
 """
 
 from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
@@ -44,50 +51,100 @@ def smooth_along_sheets(prob: np.ndarray, sigma: float, *, rho: float = 2.0,
     if sigma == 0 or p.size == 0:
         return p.copy()
     reach = max(int(np.ceil(2 * sigma)), 1)
-    active = ndimage.maximum_filter(p, size=2 * reach + 1) > floor
+    active = _active_cells(p, reach, floor)
     if not active.any():
         return p.copy()
     tensor = structure_tensor(p, rho=rho, grad_sigma=grad_sigma)
-    offsets = np.arange(-reach, reach + 1, dtype=np.float64)
-    s, r = np.meshgrid(offsets, offsets, indexing="ij")
+    out = np.empty_like(p)
+    pad = reach + 1  # every trilinear sample lands inside; edge padding == clamping
+    _plane_mean(np.pad(p, pad, mode="edge"), pad, out, tensor, active, reach, _disc(sigma))
+    return out
+
+
+def _disc(sigma: float) -> np.ndarray:
+    """(21, 3) rows of tangent offsets s, r and normalised Gaussian weight: the points of a
+    lattice ``0.8 sigma`` apart on the disc of radius ``2 sigma``. A coarser lattice than the
+    voxel grid on purpose: each trilinear sample already averages its eight voxels, and on the
+    yardstick's saved probabilities 21 samples score as 81 do (0.785 at sigma 2.5, 2.4x less
+    time)."""
+    lattice = np.arange(-2, 3) * 0.8 * sigma
+    s, r = np.meshgrid(lattice, lattice, indexing="ij")
     d2 = s ** 2 + r ** 2
-    keep = d2 <= (2 * sigma) ** 2  # the disc, radius 2 sigma
+    keep = d2 <= (2 * sigma) ** 2
     disc = np.stack([s[keep], r[keep], np.exp(-d2[keep] / (2 * sigma ** 2))], axis=1)
     disc[:, 2] /= disc[:, 2].sum()
-    out = np.empty_like(p)
-    _plane_mean(p, out, tensor, active, disc)
-    return out
+    return disc.astype(np.float32)
+
+
+def _active_cells(p: np.ndarray, reach: int, floor: float) -> np.ndarray:
+    """bool per cell of ``reach``^3 voxels: True where the cell or a neighbour holds a value
+    above ``floor``, so every voxel with something above it within ``reach`` is active. Cells
+    instead of a per-voxel maximum filter: a tenth of the time, and cells still skip the air
+    around a scroll."""
+    peak = np.full([-(-n // reach) for n in p.shape], -np.inf, np.float32)
+    _cell_peaks(p, reach, peak)
+    return ndimage.maximum_filter(peak, size=3, mode="nearest") > floor
+
+
+@numba.njit(parallel=True, cache=True)
+def _cell_peaks(p: np.ndarray, cell: int, peak: np.ndarray) -> None:
+    for i in numba.prange(peak.shape[0]):
+        for z in range(i * cell, min((i + 1) * cell, p.shape[0])):
+            for y in range(p.shape[1]):
+                for x in range(p.shape[2]):
+                    if p[z, y, x] > peak[i, y // cell, x // cell]:
+                        peak[i, y // cell, x // cell] = p[z, y, x]
 
 
 def structure_tensor(p: np.ndarray, *, rho: float = 2.0, grad_sigma: float = 1.0
                      ) -> np.ndarray:
     """(6, *p.shape) float32: the entries ``_PAIRS`` of the smoothed outer product of the
-    Gaussian gradient."""
-    grads = [ndimage.gaussian_filter(p, grad_sigma, order=[int(a == k) for a in range(3)])
-             for k in range(3)]
+    Gaussian gradient. The nine filters run in threads (scipy releases the GIL), as many as
+    numba's; kernels are cut at 3 sigma."""
+    def gradient(k: int) -> np.ndarray:
+        order = [int(a == k) for a in range(3)]
+        return ndimage.gaussian_filter(p, grad_sigma, order=order, truncate=3.0)
+
     tensor = np.empty((6,) + p.shape, np.float32)
-    for n, (i, j) in enumerate(_PAIRS):
-        ndimage.gaussian_filter(grads[i] * grads[j], rho, output=tensor[n])
+
+    def entry(n: int) -> None:  # in place: fresh 100 MB temporaries cost their page faults
+        i, j = _PAIRS[n]
+        np.multiply(grads[i], grads[j], out=tensor[n])
+        ndimage.gaussian_filter(tensor[n], rho, output=tensor[n], truncate=3.0)
+
+    with ThreadPoolExecutor(numba.get_num_threads()) as pool:
+        grads = list(pool.map(gradient, range(3)))
+        list(pool.map(entry, range(6)))
     return tensor
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, fastmath=True)
 def _tangents(t: np.ndarray, z: int, y: int, x: int):
-    """Two unit tangents of the plane normal to the tensor's principal axis at a voxel."""
+    """Two unit tangents of the plane normal to the tensor's principal axis at a voxel.
+
+    The principal axis by power iteration, twelve steps as three of the tensor's fourth
+    power (two squarings): one normalisation instead of twelve, which was most of the cost.
+    Dividing by the trace first keeps the powers in range."""
     a, b, c = t[0, z, y, x], t[1, z, y, x], t[2, z, y, x]
     d, e, f = t[3, z, y, x], t[4, z, y, x], t[5, z, y, x]
+    trace = a + d + f
+    if trace > 0:
+        a, b, c, d, e, f = a / trace, b / trace, c / trace, d / trace, e / trace, f / trace
+    for _ in range(2):  # M <- M @ M (symmetric)
+        a, b, c, d, e, f = (a * a + b * b + c * c, a * b + b * d + c * e, a * c + b * e + c * f,
+                            b * b + d * d + e * e, b * c + d * e + e * f, c * c + e * e + f * f)
     if a >= d and a >= f:  # start from the axis with the largest diagonal entry
         n0, n1, n2 = 1.0, 0.0, 0.0
     elif d >= f:
         n0, n1, n2 = 0.0, 1.0, 0.0
     else:
         n0, n1, n2 = 0.0, 0.0, 1.0
-    for _ in range(12):
+    for _ in range(3):
         m0 = a * n0 + b * n1 + c * n2
         m1 = b * n0 + d * n1 + e * n2
         m2 = c * n0 + e * n1 + f * n2
         norm = np.sqrt(m0 * m0 + m1 * m1 + m2 * m2)
-        if norm < 1e-20:
+        if norm < 1e-30:
             break
         n0, n1, n2 = m0 / norm, m1 / norm, m2 / norm
     # first tangent: normal x (the axis least aligned with the normal)
@@ -102,38 +159,36 @@ def _tangents(t: np.ndarray, z: int, y: int, x: int):
     return u0, u1, u2, n1 * u2 - n2 * u1, n2 * u0 - n0 * u2, n0 * u1 - n1 * u0
 
 
-@numba.njit(cache=True)
-def _trilinear(p: np.ndarray, z: float, y: float, x: float) -> float:
-    """``p`` at a point, linear between voxel centres, clamped at the volume edge."""
-    Z, Y, X = p.shape
-    z = min(max(z, 0.0), Z - 1.0)
-    y = min(max(y, 0.0), Y - 1.0)
-    x = min(max(x, 0.0), X - 1.0)
-    z0, y0, x0 = int(z), int(y), int(x)
-    z1, y1, x1 = min(z0 + 1, Z - 1), min(y0 + 1, Y - 1), min(x0 + 1, X - 1)
-    dz, dy, dx = z - z0, y - y0, x - x0
-    c00 = p[z0, y0, x0] * (1 - dx) + p[z0, y0, x1] * dx
-    c01 = p[z0, y1, x0] * (1 - dx) + p[z0, y1, x1] * dx
-    c10 = p[z1, y0, x0] * (1 - dx) + p[z1, y0, x1] * dx
-    c11 = p[z1, y1, x0] * (1 - dx) + p[z1, y1, x1] * dx
-    return (c00 * (1 - dy) + c01 * dy) * (1 - dz) + (c10 * (1 - dy) + c11 * dy) * dz
-
-
-@numba.njit(parallel=True, cache=True)
-def _plane_mean(src: np.ndarray, out: np.ndarray, tensor: np.ndarray, active: np.ndarray,
-                disc: np.ndarray) -> None:
-    """out = the ``disc`` (rows: tangent offsets s, r and weight) mean of ``src`` per voxel."""
-    Z, Y, X = src.shape
+@numba.njit(parallel=True, cache=True, fastmath=True)
+def _plane_mean(padded: np.ndarray, pad: int, out: np.ndarray, tensor: np.ndarray,
+                active: np.ndarray, cell: int, disc: np.ndarray) -> None:
+    """out = the ``disc`` mean of ``padded`` (``out`` plus ``pad`` edge voxels a side) per
+    voxel, trilinear in float32; voxels of inactive cells are copied."""
+    Z, Y, X = out.shape
     for z in numba.prange(Z):
         for y in range(Y):
             for x in range(X):
-                if not active[z, y, x]:
-                    out[z, y, x] = src[z, y, x]
+                if not active[z // cell, y // cell, x // cell]:
+                    out[z, y, x] = padded[z + pad, y + pad, x + pad]
                     continue
                 a0, a1, a2, b0, b1, b2 = _tangents(tensor, z, y, x)
-                acc = 0.0
+                a0, a1, a2 = np.float32(a0), np.float32(a1), np.float32(a2)
+                b0, b1, b2 = np.float32(b0), np.float32(b1), np.float32(b2)
+                cz, cy, cx = np.float32(z + pad), np.float32(y + pad), np.float32(x + pad)
+                acc = np.float32(0.0)
                 for k in range(disc.shape[0]):
                     s, r = disc[k, 0], disc[k, 1]
-                    acc += disc[k, 2] * _trilinear(src, z + s * a0 + r * b0,
-                                                   y + s * a1 + r * b1, x + s * a2 + r * b2)
+                    pz, py, px = cz + s * a0 + r * b0, cy + s * a1 + r * b1, cx + s * a2 + r * b2
+                    z0, y0, x0 = int(pz), int(py), int(px)  # >= 0: floor
+                    dz, dy, dx = pz - z0, py - y0, px - x0
+                    c00 = padded[z0, y0, x0] + (padded[z0, y0, x0 + 1] - padded[z0, y0, x0]) * dx
+                    c01 = padded[z0, y0 + 1, x0] + (
+                        padded[z0, y0 + 1, x0 + 1] - padded[z0, y0 + 1, x0]) * dx
+                    c10 = padded[z0 + 1, y0, x0] + (
+                        padded[z0 + 1, y0, x0 + 1] - padded[z0 + 1, y0, x0]) * dx
+                    c11 = padded[z0 + 1, y0 + 1, x0] + (
+                        padded[z0 + 1, y0 + 1, x0 + 1] - padded[z0 + 1, y0 + 1, x0]) * dx
+                    c0 = c00 + (c01 - c00) * dy
+                    c1 = c10 + (c11 - c10) * dy
+                    acc += disc[k, 2] * (c0 + (c1 - c0) * dz)
                 out[z, y, x] = acc
