@@ -313,11 +313,11 @@ def _smooth_reference(p, sigma):
     u /= np.linalg.norm(u, axis=-1, keepdims=True)
     v = np.cross(normal, u)
     grid = np.indices(p.shape).astype(np.float64)
-    lattice = np.arange(-2, 3) * 0.8 * sigma  # the disc's 21 points, 0.8 sigma apart
+    lattice = np.arange(-3, 4) * (2 * sigma / 3)  # the disc's 29 points
     acc, total = np.zeros(p.shape), 0.0
     for s in lattice:
         for r in lattice:
-            if s * s + r * r > (2 * sigma) ** 2:
+            if s * s + r * r > (2 * sigma) ** 2 * (1 + 1e-9):
                 continue
             w = np.exp(-(s * s + r * r) / (2 * sigma ** 2))
             at = grid + np.moveaxis(s * u + r * v, -1, 0)
