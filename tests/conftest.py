@@ -10,6 +10,15 @@ from vesuvius_data import VolumeStore
 from vesuvius_data.synthetic import make_volume
 
 
+def sheet_mask(shape=(40, 48, 48), z=10, thickness=2, tilt=0.0):
+    """A sheet across the whole volume, normal to axis 0, rising ``tilt`` voxels per row."""
+    m = np.zeros(shape, bool)
+    for y in range(shape[1]):
+        lo = z + int(round(tilt * y))
+        m[lo:lo + thickness, y, :] = True
+    return m
+
+
 @pytest.fixture(scope="session")
 def small_pair() -> tuple[np.ndarray, np.ndarray]:
     """A 48x56x64 synthetic (image, label) pair: non-cubic so axis mix-ups show."""
