@@ -45,15 +45,15 @@ from scipy import ndimage
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tools.predict import load_model  # noqa: E402
-from tools.tune_postprocess import CachedRepair, config_of, default_stages, tune  # noqa: E402
 from trainer.checkpoint import load_checkpoint  # noqa: E402
+from trainer.commands.predict import load_model  # noqa: E402
 from trainer.config import apply_overrides, load_config  # noqa: E402
 from trainer.inference import predict_volume  # noqa: E402
 from trainer.train import train  # noqa: E402
 from vesuvius_data import VolumeStore  # noqa: E402
 from vesuvius_data.metrics import score_volume  # noqa: E402
 from vesuvius_data.repair import remove_dust, repair  # noqa: E402
+from vesuvius_data.repair.tune import CachedRepair, config_of, search_stages, tune  # noqa: E402
 from vesuvius_data.synthetic import make_volume  # noqa: E402
 
 TRAIN_SEED, VAL_SEED, TEST_SEED, TRANSFER_SEED = 1000, 2000, 3000, 4000
@@ -263,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog=__doc__.split("\n\n", 1)[1])
     ap.add_argument("--out", type=Path, default=Path("bench_quality"))
-    ap.add_argument("--config", default=str(ROOT / "configs" / "cpu_budget.yaml"))
+    ap.add_argument("--config", default="cpu_budget")
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--train", type=int, default=6)
     ap.add_argument("--test", type=int, default=6,
@@ -298,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     timings["predict_s_per_volume"] = (time.perf_counter() - t) / len(images)
 
     t = time.perf_counter()
-    stages = default_stages()  # the search of tools/tune_postprocess.py, as a user runs it
+    stages = search_stages()  # the search of tools/tune_postprocess.py, as a user runs it
     unsmoothed = [[u for u in stages[0] if not u["sheet_sigma"]]]
     only_threshold = tune({"val": probs["val"]}, {"val": val_label}, unsmoothed)[0]
     best_rows = tune({"val": probs["val"]}, {"val": val_label}, stages)

@@ -10,9 +10,9 @@ import pytest
 import torch
 import zarr
 
-from tools import predict
 from trainer.blockwise import parse_region, predict_to_zarr
 from trainer.checkpoint import save_checkpoint
+from trainer.commands import predict
 from trainer.config import config_from_dict
 from trainer.inference import decode_probabilities, encode_probabilities, predict_volume
 from trainer.model import build_model
@@ -74,8 +74,8 @@ def test_blocks_stitch_to_the_whole_volume_in_any_split(model, volume, whole, tm
 
 
 def test_the_output_is_a_volume_to_index_evaluate_and_train_on(model, volume, tmp_path):
-    from tools import evaluate
     from vesuvius_data import build_index, make_loader
+    from vesuvius_data.commands import evaluate
 
     store = out_store(tmp_path)
     predict_to_zarr(model, volume, store, "v", PATCH, block=32, source="test")

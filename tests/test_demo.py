@@ -1,6 +1,6 @@
 """The README's main job, in-process on tiny data: every stage runs and reruns resume."""
 
-from tools import demo
+from trainer.commands import demo
 
 
 def test_demo_runs_end_to_end_and_resumes(tmp_path, capsys):

@@ -4,8 +4,8 @@ import dask.array as da
 import numpy as np
 import pytest
 
-from tools import derive
 from vesuvius_data import VolumeStore, build_index, make_loader
+from vesuvius_data.commands import derive
 from vesuvius_data.derived import derive_targets, medial_skeleton, signed_distance
 
 

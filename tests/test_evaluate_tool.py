@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 import tifffile
 
-from tools import evaluate, tune_postprocess
+from trainer.commands import tune as tune_postprocess
+from vesuvius_data.commands import evaluate
+from vesuvius_data.repair import tune as tune_search
 
 
 def _sheets(*zs, shape=(32, 32, 32)):
@@ -161,28 +163,28 @@ def test_tune_breaks_ties_by_candidate_order_and_keeps_cavity_filling_by_default
     label = _sheets(5, 20)
     prob = np.where(label == 1, 0.9, 0.0).astype(np.float32)
     first = [{"threshold": 0.5}]
-    on_first = tune_postprocess.tune({"a": prob}, {"a": label},
+    on_first = tune_search.tune({"a": prob}, {"a": label},
                                      [first, [{"max_cavity": 100}, {"max_cavity": 0}]])
-    off_first = tune_postprocess.tune({"a": prob}, {"a": label},
+    off_first = tune_search.tune({"a": prob}, {"a": label},
                                       [first, [{"max_cavity": 0}, {"max_cavity": 100}]])
     assert on_first[0]["score"] == off_first[0]["score"] == pytest.approx(1.0)
-    assert tune_postprocess.config_of(on_first[0]).max_cavity == 100
-    assert tune_postprocess.config_of(off_first[0]).max_cavity == 0
-    assert tune_postprocess.default_stages()[-1][0] == {"max_cavity": 100}
+    assert tune_search.config_of(on_first[0]).max_cavity == 100
+    assert tune_search.config_of(off_first[0]).max_cavity == 0
+    assert tune_search.search_stages()[-1][0] == {"max_cavity": 100}
 
 
 def test_tune_counts_scores_within_tie_as_equal(monkeypatch):
     """Scores 1e-4 apart are a tie (the first listed wins); 2e-3 apart are not."""
     from types import SimpleNamespace
 
-    monkeypatch.setattr(tune_postprocess, "repair", lambda prob, cfg: cfg.max_cavity)
-    monkeypatch.setattr(tune_postprocess, "score_volume", lambda cavity, label: SimpleNamespace(
+    monkeypatch.setattr(tune_search, "repair", lambda prob, cfg: cfg.max_cavity)
+    monkeypatch.setattr(tune_search, "score_volume", lambda cavity, label: SimpleNamespace(
         score=1.0 - 1e-6 * cavity, topo_score=0.0, surface_dice=0.0, voi_score=0.0))
 
     def chosen(sizes):
-        rows = tune_postprocess.tune({"a": None}, {"a": None},
+        rows = tune_search.tune({"a": None}, {"a": None},
                                      [[{"max_cavity": n} for n in sizes]])
-        return tune_postprocess.config_of(rows[0]).max_cavity
+        return tune_search.config_of(rows[0]).max_cavity
 
     assert chosen([100, 0]) == 100  # 1e-4 below the best: a tie, listed first
     assert chosen([2000, 0]) == 0  # 2e-3 below: a real loss
@@ -198,13 +200,13 @@ def test_tune_searches_smoothing_with_the_threshold_and_smooths_each_volume_once
         label[lo:lo + 2, y] = label[lo + 5:lo + 7, y] = 1
     prob = np.clip(np.where(label == 1, 0.75, 0.2) + rng.normal(0, 0.2, label.shape), 0, 1)
     calls = []
-    smooth = tune_postprocess.smooth_along_sheets
-    monkeypatch.setattr(tune_postprocess, "smooth_along_sheets",
+    smooth = tune_search.smooth_along_sheets
+    monkeypatch.setattr(tune_search, "smooth_along_sheets",
                         lambda p, s: calls.append(s) or smooth(p, s))
     stages = [[{"sheet_sigma": s, "threshold": t} for s in (0.0, 1.5) for t in (0.4, 0.5, 0.6)],
               [{"min_component": m} for m in (0, 10)]]
-    rows = tune_postprocess.tune({"a": prob, "b": prob[::-1].copy()},
+    rows = tune_search.tune({"a": prob, "b": prob[::-1].copy()},
                                  {"a": label, "b": label[::-1].copy()}, stages)
-    assert tune_postprocess.config_of(rows[0]).sheet_sigma == 1.5
+    assert tune_search.config_of(rows[0]).sheet_sigma == 1.5
     assert rows[0]["score"] > max(r["score"] for r in rows if r["sheet_sigma"] == 0) + 0.1
     assert sorted(calls) == [1.5, 1.5]  # one smoothing per volume, for 6 configs using it

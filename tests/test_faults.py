@@ -17,15 +17,16 @@ import numpy as np
 import pytest
 import torch
 
-from tools import derive, evaluate, index, ingest, predict, synth, verify
 from trainer.checkpoint import load_checkpoint, save_checkpoint
 from trainer.cli import main as train_main
+from trainer.commands import predict
 from trainer.config import config_from_dict, config_to_yaml
 from trainer.model import build_model
 from trainer.train import train
 from trainer.verdict import read_metrics
 from vesuvius_data import PatchIndex, VolumeStore, build_index, make_loader
 from vesuvius_data.cli import message, user_errors
+from vesuvius_data.commands import derive, evaluate, index, ingest, synth, verify
 from vesuvius_data.store.chunk_reader import ChunkReader
 from vesuvius_data.store.competition import ingest_competition, read_tif
 from vesuvius_data.store.integrity import RECORD_KEY, ChunkError

@@ -13,8 +13,8 @@ import pytest
 import zarr.storage
 from conftest import CountingStore
 
-from tools import index as index_tool
 from vesuvius_data import LabelSpec, PatchIndex, VolumeSource, VolumeStore, build_index
+from vesuvius_data.commands import index as index_tool
 from vesuvius_data.index.build import SmallVolumeWarning
 from vesuvius_data.index.patch_index import IndexParams
 
@@ -180,7 +180,7 @@ def test_save_is_atomic_under_a_crash(tmp_path, store, monkeypatch):
 
 
 def test_load_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="build one with tools/index.py"):
+    with pytest.raises(FileNotFoundError, match="build one with vesuvius-index"):
         PatchIndex.load(tmp_path / "none.npz")
     (tmp_path / "bad.npz").write_bytes(b"not an npz")
     with pytest.raises(ValueError, match="not a readable PatchIndex"):

@@ -9,8 +9,8 @@ import pytest
 import tifffile
 import torch
 
-from tools import predict
 from trainer.checkpoint import save_checkpoint
+from trainer.commands import predict
 from trainer.config import Config
 from trainer.inference import (
     decode_probabilities,

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import tifffile
 
-from tools import ingest
 from vesuvius_data import VolumeStore
+from vesuvius_data.commands import ingest
 from vesuvius_data.store.competition import ingest_competition, scan_competition
 from vesuvius_data.synthetic import write_competition_layout
 

@@ -12,7 +12,7 @@ import pytest
 
 PKG = Path(__file__).resolve().parents[1] / "vesuvius_data"
 #: pipeline order; a module may import its own stage and earlier ones, never later ones
-STAGES = {"store": 1, "index": 2, "sampling": 3, "loader": 4}
+STAGES = {"store": 1, "index": 2, "sampling": 3, "loader": 4, "commands": 5}
 
 
 def _stage(module: str) -> int:

@@ -9,9 +9,9 @@ import pytest
 import torch
 import yaml
 
-from tools import report
 from trainer.checkpoint import load_checkpoint
 from trainer.cli import main
+from trainer.commands import report
 from trainer.config import Config, apply_overrides, config_from_dict, config_to_yaml, load_config
 from trainer.folds import split_folds
 from trainer.health import Confusion, HealthMonitor
@@ -362,7 +362,7 @@ def test_help_explains_every_key(capsys):
 
 
 def test_patch_size_spelled_either_way(four_scrolls, tmp_path):
-    from trainer.cli import _parse_argv
+    from trainer.cli import parse_trainer_argv as _parse_argv
 
     assert _parse_argv(["--patch-size=32"])[3] == {"patch_size": "32"}
     assert _parse_argv(["--patch_size", "32"])[3] == {"patch_size": "32"}

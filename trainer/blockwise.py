@@ -81,7 +81,8 @@ def _arrays(store: VolumeStore, name: str, shape: tuple[int, ...], dtype: np.dty
 
 
 @torch.no_grad()
-def predict_to_zarr(model: torch.nn.Module, volume: Any, store: VolumeStore, name: str,
+def predict_to_zarr(model: torch.nn.Module | list[torch.nn.Module], volume: Any,
+                    store: VolumeStore, name: str,
                     patch: tuple[int, int, int], *, region: tuple[slice, ...] | None = None,
                     block: int = 256, overlap: float = 0.5, batch_size: int = 2,
                     tta: bool = False, threshold: float = 0.5, rank: int = 0, world: int = 1,

@@ -12,10 +12,10 @@ from .config import apply_overrides, check_names, config_from_dict, describe_key
 from .train import __doc__ as TRAIN_DOC
 from .train import train
 
-__all__ = ["main"]
+__all__ = ["main", "parse_trainer_argv"]
 
 
-def _parse_argv(argv: list[str]) -> tuple[str | None, str | None, bool, dict[str, str]]:
+def parse_trainer_argv(argv: list[str]) -> tuple[str | None, str | None, bool, dict[str, str]]:
     """``--config PATH``, ``--resume DIR``, ``--overwrite`` and ``--key=value`` / ``--key value``
     overrides."""
     config, resume, overwrite, overrides = None, None, False, {}
@@ -51,7 +51,8 @@ def _parse_argv(argv: list[str]) -> tuple[str | None, str | None, bool, dict[str
 
 @user_errors
 def main(argv: list[str] | None = None) -> int:
-    config, resume, overwrite, overrides = _parse_argv(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    config, resume, overwrite, overrides = parse_trainer_argv(argv)
     if resume and overwrite:
         raise ValueError("--resume continues a run and --overwrite deletes it: pass one")
     if resume:

@@ -64,7 +64,7 @@ class Config:
     metric_crop: int = 0  # 0 = score whole validation volumes; N = a centred N^3 cube of each
     batch_size: int = 2  # patches per step
     grad_clip: float = 1.0  # max gradient norm; 0 = off
-    amp: bool = True  # bf16 autocast on CUDA; CPU always runs fp32
+    amp: str | bool = "auto"  # auto | bf16 | fp16 | off; auto: bf16 if native, else fp16+scaler
     ema_decay: float = 0.0  # EMA of weights used for validation; 0 = off
     compile: bool = False  # torch.compile the model
     # loss
@@ -78,6 +78,10 @@ class Config:
     boundary_clip: float = 10.0  # signed distances clipped to [-clip, clip] voxels (sdt target)
     # run control
     early_stopping_patience: int = 10  # epochs without a better score before stopping
+    # post-processing chosen by the competition metric on best.pt's validation predictions at
+    # the end of a run (needs metric_every): stored in postprocessing.json and best.pt, applied
+    # by vesuvius-predict by default. full: the whole search; quick: a third of it; off
+    postprocess_search: str = "full"  # full | quick | off
     stop_on_collapse: bool = False  # end with exit status 3 when a health alarm fires
     seed: int = 0  # model init, sampling and augmentation
 
@@ -153,16 +157,40 @@ def apply_overrides(cfg: Config, overrides: dict[str, str]) -> Config:
     return cfg
 
 
+#: the configs that ship with the package (``--config cpu_budget`` names one)
+PACKAGED_CONFIGS = Path(__file__).resolve().parent / "configs"
+
+
+def config_path(name: str | os.PathLike[str]) -> Path:
+    """A config file: a path, or the name of a packaged config (``cpu_smoke``, ``cpu_budget``,
+    ``default``; ``configs/NAME.yaml`` as older docs wrote it means the same)."""
+    p = Path(name)
+    if p.is_file():
+        return p
+    packaged = PACKAGED_CONFIGS / f"{p.stem}.yaml"
+    if p.parent in (Path("."), Path("configs")) and packaged.is_file():
+        return packaged
+    names = ", ".join(sorted(q.stem for q in PACKAGED_CONFIGS.glob("*.yaml")))
+    raise FileNotFoundError(f"no config file at {p} (packaged configs: {names})")
+
+
 def load_config(path: str | os.PathLike[str] | None) -> Config:
     if path is None:
         return Config()
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"no config file at {p}")
-    data = yaml.safe_load(p.read_text()) or {}
+    p = config_path(path)
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        where = getattr(e, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+        raise ValueError(f"{p}: not valid YAML{at} ({getattr(e, 'problem', None) or e})") \
+            from None
     if not isinstance(data, dict):
         raise ValueError(f"{p}: a config is a mapping of keys to values")
-    return config_from_dict(data)
+    try:
+        return config_from_dict(data)
+    except ValueError as e:
+        raise ValueError(f"{p}: {e}") from None
 
 
 def check_names(cfg: Config) -> Config:
@@ -188,6 +216,13 @@ def check_names(cfg: Config) -> Config:
     if cfg.use_class_weights not in ("auto", True, False):
         raise ValueError(f"use_class_weights must be auto, true or false, got "
                          f"{cfg.use_class_weights!r}")
+    from .amp import AMP_MODES
+
+    if cfg.postprocess_search not in ("full", "quick", "off"):
+        raise ValueError(f"postprocess_search must be full, quick or off, got "
+                         f"{cfg.postprocess_search!r}")
+    if cfg.amp not in (*AMP_MODES, True, False):
+        raise ValueError(f"amp must be one of {', '.join(AMP_MODES)}, got {cfg.amp!r}")
     if isinstance(cfg.focal_alpha, str) and cfg.focal_alpha != "auto":
         raise ValueError(f"focal_alpha must be a number, null or auto, got {cfg.focal_alpha!r}")
     return cfg

@@ -44,11 +44,11 @@ def _prepare_data(cfg: Config, needs: set[str], log) -> tuple[VolumeStore, Patch
     for vid in missing:
         if not set(underivable) <= set(store.info(vid).derived):
             raise ValueError(f"volume {vid} has no {underivable} target(s), which the loss "
-                             "needs and tools/derive.py does not make: store them with "
+                             "needs and vesuvius-derive does not make: store them with "
                              "VolumeStore.add_derived")
     if needs and missing:
         log(f"deriving {', '.join(sorted(DERIVED_ROLES))} for {len(missing)} volumes (once; "
-            f"see tools/derive.py)")
+            f"see vesuvius-derive)")
         store = VolumeStore.open(cfg.data_dir, mode="a")
         for vid in tqdm(missing, desc="derive", unit="vol", disable=None):
             store.add_derived(vid, derive_targets(store.label(vid), store.label_spec,

@@ -5,21 +5,26 @@ of each axis is aligned to the volume's end, so every voxel is covered). Each wi
 normalised exactly as the loader normalised training patches (z-score per window by default),
 predicted in batches, optionally averaged over the 8 flips (test-time augmentation, in logit
 space: a flip that is sure outvotes two that hesitate, where averaging probabilities would let
-hesitation win), and blended with a Gaussian weight that trusts window centres more than
-borders (nnU-Net's choice: sigma = patch / 8). Probabilities are the weighted mean.
+hesitation win), averaged over the models of an ensemble the same way (the folds of a model
+folder: each window is read and normalised once and every model's logits are summed into one
+buffer, so memory grows with the window batch, not with the number of folds), and blended
+with a Gaussian weight that trusts window centres more than borders (nnU-Net's choice:
+sigma = patch / 8). Probabilities are the weighted mean.
 Thresholding and topology repair of the result live in ``vesuvius_data.repair``.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
 from vesuvius_data.normalize import NORMALIZERS
+
+from .amp import inference_autocast
 
 __all__ = ["gaussian_weights", "window_corners", "predict_volume", "encode_probabilities",
            "decode_probabilities"]
@@ -61,13 +66,16 @@ def _flips(tta: bool) -> list[tuple[int, ...]]:
 
 
 @torch.no_grad()
-def predict_volume(model: torch.nn.Module, volume: Any, patch: tuple[int, int, int], *,
+def predict_volume(model: torch.nn.Module | Sequence[torch.nn.Module], volume: Any,
+                   patch: tuple[int, int, int], *,
                    overlap: float = 0.5, batch_size: int = 2, tta: bool = False,
                    normalize: str = "zscore", gaussian: bool = True,
                    device: torch.device | str | None = None,
                    progress: Callable[[int], Any] | None = None,
                    region: tuple[slice, slice, slice] | None = None) -> np.ndarray:
     """Probabilities (float32) of the surface class, of the whole volume or of ``region``.
+
+    ``model`` is one model or several (an ensemble: their logits are averaged per window).
 
     ``volume`` is anything sliceable to numpy (numpy, zarr, dask via ``np.asarray``). With
     ``region`` (unit-step slices), the windows are the whole volume's (``window_corners`` of its
@@ -78,7 +86,8 @@ def predict_volume(model: torch.nn.Module, volume: Any, patch: tuple[int, int, i
     if volume.ndim != 3:
         raise ValueError(f"volume must be 3-D, got shape {volume.shape}")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model = model.to(device).eval()
+    models = [m.to(device).eval() for m in
+              ([model] if isinstance(model, torch.nn.Module) else model)]
     norm = NORMALIZERS[normalize]
     weight = gaussian_weights(patch) if gaussian else np.ones(patch, np.float32)
     box = [(0, n) for n in volume.shape] if region is None else [
@@ -87,8 +96,7 @@ def predict_volume(model: torch.nn.Module, volume: Any, patch: tuple[int, int, i
     norm_acc = np.zeros_like(acc)
     corners = [c for c in window_corners(tuple(volume.shape), patch, overlap)
                if all(a - p < ci < b for ci, (a, b), p in zip(c, box, patch, strict=True))]
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else \
-        torch.autocast("cpu", enabled=False)
+    autocast = inference_autocast(device)
     for start in range(0, len(corners), batch_size):
         batch_corners = corners[start:start + batch_size]
         windows = [norm(np.asarray(volume[z:z + patch[0], y:y + patch[1], x:x + patch[2]]))
@@ -98,11 +106,12 @@ def predict_volume(model: torch.nn.Module, volume: Any, patch: tuple[int, int, i
         flips = _flips(tta)
         for dims in flips:
             xi = torch.flip(x, dims) if dims else x
-            with autocast:
-                out = model(xi)
-            out = (out[0] if isinstance(out, list) else out).float()
-            logits += torch.flip(out, dims) if dims else out
-        prob = torch.sigmoid(logits / len(flips)).cpu().numpy()[:, 0]
+            for m in models:
+                with autocast:
+                    out = m(xi)
+                out = (out[0] if isinstance(out, list) else out).float()
+                logits += torch.flip(out, dims) if dims else out
+        prob = torch.sigmoid(logits / (len(flips) * len(models))).cpu().numpy()[:, 0]
         for corner, p in zip(batch_corners, prob, strict=True):
             # the window's part inside the box, in box and in window coordinates
             lo = [max(c, a) for c, (a, _) in zip(corner, box, strict=True)]

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from tqdm.auto import tqdm
 from vesuvius_data import VolumeStore
 from vesuvius_data._atomic import atomic_write
 
+from .amp import resolve_precision
 from .checkpoint import RunState, checkpoint_state, load_checkpoint, restore, save_checkpoint
 from .config import (
     Config,
@@ -35,6 +35,7 @@ from .health import Confusion, HealthMonitor, batch_report
 from .losses import CompoundLoss, Targets, build_loss, make_targets
 from .model import build_model, count_parameters
 from .optimizers import build_optimizer
+from .postprocessing import POSTPROCESSING_FILE, store_run_postprocessing
 from .run_folder import claim, keep_metrics_until
 from .schedule import learning_rate
 from .validation import competition_score, empty_prediction_score, validation_boxes
@@ -133,10 +134,12 @@ def _train_epoch(run: RunState, step_model, loader, loss_fn: CompoundLoss, store
             outputs = step_model(batch["image"].to(device, non_blocking=True))
         result, logits = _loss(loss_fn, outputs, targets)
         run.optimizer.zero_grad(set_to_none=True)
-        result.total.backward()
+        run.scaler.scale(result.total).backward()  # fp16: scaled, so small gradients survive
         if cfg.grad_clip > 0:
+            run.scaler.unscale_(run.optimizer)  # clip the true gradients
             torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.grad_clip)
-        run.optimizer.step()
+        run.scaler.step(run.optimizer)  # skipped when an fp16 gradient overflowed
+        run.scaler.update()
         if run.ema is not None:
             run.ema.update_parameters(run.model)
         # every rank's feedback reaches every rank's strategy: all sample from one state
@@ -215,10 +218,11 @@ def train(cfg: Config, *, resume: str | None = None, overwrite: bool = False,
     log = log if d.main else _quiet  # rank 0 speaks, writes, validates; the others follow
     out, held = Path(cfg.out), claim(Path(cfg.out), resume, overwrite)
     device = d.device
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
-                and cfg.amp else nullcontext())
+    precision = resolve_precision(cfg.amp, device)
+    autocast = precision.autocast(device)
     log(f"run {out} on {device}" + (f" ({torch.cuda.get_device_name()})" if device.type ==
-                                    "cuda" else "") + (f", {d.world} processes" * d.active))
+                                    "cuda" else "") + (f", {d.world} processes" * d.active)
+        + f", {precision.name}")
 
     # ------------------------------------------------------------------ data and loss
     needs = CompoundLoss(cfg.loss_weights).needs()
@@ -236,6 +240,8 @@ def train(cfg: Config, *, resume: str | None = None, overwrite: bool = False,
 
     # ------------------------------------------------------------------ model, resume or start
     run = _build_run(cfg, census, loader.strategy, index_path, device, log, d.world)
+    run.scaler, run.label_spec = precision.scaler(device), store.label_spec.to_dict()
+    run.val_ids = list(val_ids)
     step_model = _step_model(run.model, cfg, d)
     first_epoch = (_resume(run, resume, out, cfg, log, d) if resume else
                    _start(out, held, loader, store, census, cfg, log) if d.main else 0)
@@ -262,10 +268,16 @@ def train(cfg: Config, *, resume: str | None = None, overwrite: bool = False,
         if exit_code is not None:
             break
 
+    # ------------------------------------------------------------------ post-processing
+    finished = exit_code == 0 or run.epoch + 1 >= cfg.epochs
+    if (d.main and boxes and finished and cfg.postprocess_search != "off"
+            and (out / "best.pt").is_file() and not (out / POSTPROCESSING_FILE).is_file()):
+        store_run_postprocessing(out, store, boxes, cfg, device, log)
+
     # ------------------------------------------------------------------ verdict
     if d.main:
         log(format_verdict(verdict(read_metrics(out))))
-        log(f"metrics: {out / 'metrics.jsonl'}; plots: python tools/report.py {out}")
+        log(f"metrics: {out / 'metrics.jsonl'}; plots: vesuvius-report {out}")
     d.close()
     return exit_code or 0
 

@@ -296,7 +296,7 @@ def make_loader(
 
     ``rank`` / ``world``: this process's share of one global stream in data-parallel training
     (see ``RowSampler``). ``roles`` defaults to image, label and the derived targets
-    (``tools/derive.py``) that every indexed volume has. Raises ValueError when ``patch_size``
+    (``vesuvius-derive``) that every indexed volume has. Raises ValueError when ``patch_size``
     differs from the index's, when the index is stale (a volume was rewritten since it was
     built) or missing from the store, and when the strategy has no candidate rows.
     """
@@ -307,15 +307,15 @@ def make_loader(
         if ps != index.params.patch_size:
             raise ValueError(f"patch size {ps} differs from the index's "
                              f"{index.params.patch_size}; rebuild the index with "
-                             f"tools/index.py --patch-size {ps[0]}")
+                             f"vesuvius-index --patch-size {ps[0]}")
     for vid, meta in index.volumes.items():
         if vid not in store:
             raise ValueError(f"index volume {vid!r} is not in {store.location}; rebuild the "
-                             "index (tools/index.py)")
+                             "index (vesuvius-index)")
         gen = store.info(vid).generation
         if meta.get("generation") and gen != meta["generation"]:
             raise ValueError(f"stale index: volume {vid!r} was rewritten after the index was "
-                             "built; rerun tools/index.py (only changed volumes are re-read)")
+                             "built; rerun vesuvius-index (only changed volumes are re-read)")
     if roles is None:  # image, label and every derived target all volumes have
         derived = [set(store.info(v).derived) for v in index.volumes]
         roles = ("image", "label") + tuple(sorted(set.intersection(*derived)))

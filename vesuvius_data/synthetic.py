@@ -64,7 +64,7 @@ class Preset:
     seed_share: float = 1.0  # scales the surface share the chosen sheets aim at
 
 
-#: presets by name (``make_volume(..., preset=NAME)``, ``tools/synth.py --preset NAME``)
+#: presets by name (``make_volume(..., preset=NAME)``, ``vesuvius-synth --preset NAME``)
 PRESETS: dict[str, Preset] = {
     "easy": Preset(),
     "hard": Preset(half_thickness=(0.95, 1.05), spacing=(6.0, 10.0), own_wave=(0.5, 2.5),

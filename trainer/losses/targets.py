@@ -50,7 +50,7 @@ class Targets:
         """The derived target ``role``, or an error that says how to make it."""
         if role not in self.derived:
             raise ValueError(f"the {term} loss needs the {role!r} target: derive it with "
-                             f"`python tools/derive.py STORE` (or set {term}_weight=0)")
+                             f"`vesuvius-derive STORE` (or set {term}_weight=0)")
         return self.derived[role]
 
     def map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> Targets:

@@ -247,7 +247,7 @@ def _check_census(src: VolumeSource, totals: dict[str, int]) -> None:
         raise ValueError(f"volume {src.volume_id}: the index read {read['surface']} surface and "
                          f"{read['labeled']} labeled voxels, but the store's census from ingest "
                          f"says {stored['surface']} and {stored['labeled']}: the volume's data "
-                         "changed after it was written (run tools/verify.py STORE --deep, then "
+                         "changed after it was written (run vesuvius-verify STORE --deep, then "
                          f"re-ingest volume {src.volume_id!r})")
 
 

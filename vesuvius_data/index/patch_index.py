@@ -103,7 +103,7 @@ def default_index_path(store: str | os.PathLike[str], patch: int, stride: int) -
 
 
 class PatchIndex:
-    """The patch table plus its metadata. Build it with ``build_index`` or ``tools/index.py``.
+    """The patch table plus its metadata. Build it with ``build_index`` or ``vesuvius-index``.
 
     Example:
         >>> index = PatchIndex.load("data.index.npz")          # doctest: +SKIP
@@ -238,7 +238,7 @@ class PatchIndex:
     def load(cls, path: str | os.PathLike[str]) -> PatchIndex:
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"no index at {path}; build one with tools/index.py")
+            raise FileNotFoundError(f"no index at {path}; build one with vesuvius-index")
         try:
             with np.load(path, allow_pickle=False) as z:
                 meta = json.loads(str(z["__meta__"]))

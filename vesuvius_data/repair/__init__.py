@@ -83,7 +83,7 @@ class RepairConfig:
             raise ValueError("min_component, patch_area and max_cavity must be >= 0")
 
     def to_flags(self) -> str:
-        """The ``tools/predict.py`` flags that reproduce this config."""
+        """The ``vesuvius-predict`` flags that reproduce this config."""
         flags = [f"--sheet-sigma {self.sheet_sigma}"] if self.sheet_sigma else []
         flags.append(f"--threshold {self.threshold}")
         if self.weak_threshold is not None:
@@ -99,32 +99,40 @@ class RepairConfig:
         return " ".join(flags)
 
 
-def add_repair_arguments(parser: argparse.ArgumentParser) -> None:
-    """The repair flags shared by the tools (``repair_config_from_args`` reads them back)."""
+def add_repair_arguments(parser: argparse.ArgumentParser, only_given: bool = False) -> None:
+    """The repair flags shared by the tools (``repair_config_from_args`` reads them back).
+    ``only_given``: a flag the user did not pass leaves no attribute, so that a stored config
+    supplies it (``repair_config_from_args(args, base)``)."""
     g = parser.add_argument_group("post-processing and topology repair (vesuvius_data.repair)")
-    g.add_argument("--sheet-sigma", type=float, default=0.0,
-                   help="smooth probabilities in each sheet's plane first (Gaussian, voxels)")
-    g.add_argument("--threshold", type=float, default=0.5, help="foreground is p > T")
-    g.add_argument("--weak-threshold", type=float, default=None,
-                   help="hysteresis: also keep p > W where connected to p > T")
-    g.add_argument("--split-seed", type=float, default=None,
-                   help="cut bridges between sheets: watershed from p > S cores")
-    g.add_argument("--min-component", type=int, default=0,
-                   help="drop components smaller than N voxels")
-    g.add_argument("--dust-connectivity", type=int, choices=(6, 26), default=26,
-                   help="6 counts components as TopoScore does")
-    g.add_argument("--plug", action="store_true", help="close 1-2 voxel pinholes per sheet")
-    g.add_argument("--patch-area", type=int, default=0,
-                   help="patch sheet holes up to N projected pixels (guarded)")
-    g.add_argument("--max-cavity", "--max-hole", dest="max_cavity", type=int, default=0,
-                   help="fill enclosed cavities of at most N voxels")
+    actions = [
+        g.add_argument("--sheet-sigma", type=float, default=0.0,
+                       help="smooth probabilities in each sheet's plane first (Gaussian, voxels)"),
+        g.add_argument("--threshold", type=float, default=0.5, help="foreground is p > T"),
+        g.add_argument("--weak-threshold", type=float, default=None,
+                       help="hysteresis: also keep p > W where connected to p > T"),
+        g.add_argument("--split-seed", type=float, default=None,
+                       help="cut bridges between sheets: watershed from p > S cores"),
+        g.add_argument("--min-component", type=int, default=0,
+                       help="drop components smaller than N voxels"),
+        g.add_argument("--dust-connectivity", type=int, choices=(6, 26), default=26,
+                       help="6 counts components as TopoScore does"),
+        g.add_argument("--plug", action="store_true", help="close 1-2 voxel pinholes per sheet"),
+        g.add_argument("--patch-area", type=int, default=0,
+                       help="patch sheet holes up to N projected pixels (guarded)"),
+        g.add_argument("--max-cavity", "--max-hole", dest="max_cavity", type=int, default=0,
+                       help="fill enclosed cavities of at most N voxels")]
+    if only_given:
+        for action in actions:
+            action.default = argparse.SUPPRESS
 
 
-def repair_config_from_args(args: argparse.Namespace) -> RepairConfig:
+def repair_config_from_args(args: argparse.Namespace, base: RepairConfig | None = None
+                            ) -> RepairConfig:
     """The ``RepairConfig`` of the flags ``add_repair_arguments`` added (each flag's dest is
-    its field's name; fields without a flag keep their defaults)."""
-    return RepairConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(RepairConfig)
-                           if hasattr(args, f.name)})
+    its field's name): ``base`` (default ``RepairConfig()``) with every field ``args`` has."""
+    return dataclasses.replace(base or RepairConfig(), **{
+        f.name: getattr(args, f.name) for f in dataclasses.fields(RepairConfig)
+        if hasattr(args, f.name)})
 
 
 def repair(prob: np.ndarray, config: RepairConfig | None = None) -> np.ndarray:

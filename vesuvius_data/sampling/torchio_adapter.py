@@ -1,7 +1,7 @@
 """Any registered strategy as a torchio ``PatchSampler``, for ``tio.Queue`` users.
 
 The sampler indexes each subject's label map once (the same numba kernels as
-``tools/index.py``), caches the strategy by the label's content hash (``tio.SubjectsDataset``
+``vesuvius-index``), caches the strategy by the label's content hash (``tio.SubjectsDataset``
 hands out a fresh copy of a subject on every visit, so identity would not do; hashing costs
 ~1 ms per 128^3), lets the strategy draw rows,
 and crops patches the torchio way, so the location travels with each patch

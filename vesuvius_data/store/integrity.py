@@ -9,7 +9,7 @@ a codec with a message that names no file. Here:
 - every read through ``ChunkReader`` (the loader, the index build, ``VolumeStore.image`` /
   ``label``, the scoring tools) raises ``ChunkError`` naming the volume, the array and the chunk
   key when a recorded chunk is missing or does not decode;
-- ``verify_array`` (``VolumeStore.verify``, ``tools/verify.py``) lists every missing, resized,
+- ``verify_array`` (``VolumeStore.verify``, ``vesuvius-verify``) lists every missing, resized,
   unexpected or (``deep``) damaged chunk without decoding the whole store.
 
 The record lives with the array, not in the store's manifest, so it costs nothing to open a
@@ -46,7 +46,7 @@ class ChunkError(ValueError):
     def of(cls, arr: zarr.Array, key: str, location: str, problem: str) -> ChunkError:
         vid, role = where(arr)
         err = cls(f"volume {vid!r}, array {role!r}, chunk {key} in {location}: {problem}; "
-                  f"{repair_hint(vid)} (tools/verify.py STORE --deep lists every damaged chunk)")
+                  f"{repair_hint(vid)} (vesuvius-verify STORE --deep lists every damaged chunk)")
         err.problem = problem
         return err
 
@@ -148,7 +148,7 @@ def chunk_index(key: str) -> tuple[int, ...]:
 
 
 def repair_hint(volume_id: str) -> str:
-    return (f"re-ingest volume {volume_id!r} (tools/ingest.py SRC STORE --overwrite --ids "
+    return (f"re-ingest volume {volume_id!r} (vesuvius-ingest SRC STORE --overwrite --ids "
             f"{volume_id}, or VolumeStore.add_volume(..., overwrite=True))")
 
 
