@@ -51,8 +51,9 @@ from trainer.config import apply_overrides, load_config  # noqa: E402
 from trainer.inference import predict_volume  # noqa: E402
 from trainer.train import train  # noqa: E402
 from vesuvius_data import VolumeStore  # noqa: E402
+from vesuvius_data.baselines import intensity_threshold, tune_intensity_threshold  # noqa: E402
 from vesuvius_data.metrics import score_volume  # noqa: E402
-from vesuvius_data.repair import remove_dust, repair  # noqa: E402
+from vesuvius_data.repair import repair  # noqa: E402
 from vesuvius_data.repair.tune import CachedRepair, config_of, search_stages, tune  # noqa: E402
 from vesuvius_data.synthetic import make_volume  # noqa: E402
 
@@ -236,28 +237,6 @@ def _rotation_damage(label: np.ndarray, patch: int = 48, n: int = 6) -> dict[str
     return out
 
 
-def _smoothed(image: np.ndarray, sigma: float) -> np.ndarray:
-    x = image.astype(np.float32)
-    return ndimage.gaussian_filter(x, sigma) if sigma else x
-
-
-def _intensity_threshold(image: np.ndarray, sigma: float, pct: float, dust: int) -> np.ndarray:
-    """Percentile threshold of the smoothed image (robust to each volume's brightness)."""
-    smooth = _smoothed(image, sigma)
-    return remove_dust(smooth > np.percentile(smooth, pct), dust, 26)
-
-
-def _tune_intensity(image: np.ndarray, label: np.ndarray) -> dict:
-    best = None
-    for sigma in (0.0, 0.7, 1.0, 1.5):
-        for pct in (70, 75, 80, 85, 88, 91, 94):
-            for dust in (0, 100):
-                s = score_volume(_intensity_threshold(image, sigma, pct, dust), label).score
-                if best is None or s > best["score"]:
-                    best = {"sigma": sigma, "percentile": pct, "dust": dust, "score": s}
-    return best
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -304,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     best_rows = tune({"val": probs["val"]}, {"val": val_label}, stages)
     best = config_of(best_rows[0])
     plain = config_of(only_threshold)
-    intensity = _tune_intensity(val_image, val_label)
+    intensity = tune_intensity_threshold({"val": val_image}, {"val": val_label})
     timings["tune_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -314,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         labels = {v: lab for v, (_, lab) in vols.items()}
         methods = {
             "empty": {v: np.zeros_like(lab) for v, lab in labels.items()},
-            "intensity threshold (tuned)": {v: _intensity_threshold(
+            "intensity threshold (tuned)": {v: intensity_threshold(
                 im, intensity["sigma"], intensity["percentile"], intensity["dust"])
                 for v, (im, _) in vols.items()},
             "model, threshold only": {v: repaired(v, plain) for v in labels},

@@ -82,17 +82,35 @@ def read_checkpoint_file(path: Path, trust: bool = False) -> Any:
     except pickle.UnpicklingError as e:
         if "Weights only load failed" not in str(e):
             raise
-        needs = ", ".join(torch.serialization.get_unsafe_globals_in_checkpoint(path)[:3]) \
-            if _is_zip(path) else "arbitrary objects"
-        raise ValueError(f"{path}: refused: loading it would call {needs or 'code'}, and a "
-                         "checkpoint holds only tensors and plain types; if you trust the file "
-                         "pass --trust-checkpoint") from None
+        needs = _globals_named(path)
+        if not needs:  # the restricted unpickler failed on something that is no pickle at all
+            raise
+        raise ValueError(f"{path}: refused: loading it would call {', '.join(needs[:3])}, and "
+                         "a checkpoint holds only tensors and plain types; if you trust the "
+                         "file pass --trust-checkpoint") from None
 
 
-def _is_zip(path: Path) -> bool:
+def _globals_named(path: Path) -> list[str]:
+    """The classes and functions a checkpoint's pickle would look up (outside the allow-list
+    for torch's zip layout); [] when the file is no readable pickle."""
+    import pickletools
     import zipfile
 
-    return zipfile.is_zipfile(path)
+    if zipfile.is_zipfile(path):
+        return torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    names, strings = [], []
+    try:
+        with open(path, "rb") as f:
+            for op, arg, _ in pickletools.genops(f):
+                if op.name == "GLOBAL":
+                    names.append(str(arg).replace(" ", "."))
+                elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    names.append(f"{strings[-2]}.{strings[-1]}")
+                elif isinstance(arg, str):
+                    strings.append(arg)
+    except Exception:  # noqa: BLE001 - any parse failure means "not a pickle"
+        return []
+    return names
 
 
 def load_checkpoint(path: str | os.PathLike[str], trust: bool = False) -> dict[str, Any]:

@@ -82,6 +82,7 @@ class Config:
     # the end of a run (needs metric_every): stored in postprocessing.json and best.pt, applied
     # by vesuvius-predict by default. full: the whole search; quick: a third of it; off
     postprocess_search: str = "full"  # full | quick | off
+    postprocess_crop: int = 0  # 0 = search on whole validation regions; N = centred N^3 cubes
     stop_on_collapse: bool = False  # end with exit status 3 when a health alarm fires
     seed: int = 0  # model init, sampling and augmentation
 

@@ -289,21 +289,23 @@ def write_competition_layout(
     *,
     preset: str | Preset | Sequence[str | Preset] = "easy",
     progress: bool = False,
+    split: str = "train",
 ) -> list[str]:
     """Write ``n_volumes`` synthetic volumes in the competition's layout; return their ids.
 
     ``preset`` is one preset, or a sequence that volumes cycle through (``"mixed"`` is
     easy, hard, easy, ...).
 
-    Writes ``train.csv`` (``id,scroll_id``), ``train_images/{id}.tif`` and
-    ``train_labels/{id}.tif`` as LZW-compressed multi-page uint8 TIFFs, like the real files.
+    Writes ``{split}.csv`` (``id,scroll_id``), ``{split}_images/{id}.tif`` and
+    ``{split}_labels/{id}.tif`` as LZW-compressed multi-page uint8 TIFFs, like the real files
+    (``split="test"``: a held-out ``test_images/`` whose labels the competition would keep).
     """
     import tifffile
     from tqdm.auto import tqdm
 
     root = Path(directory)
-    (root / "train_images").mkdir(parents=True, exist_ok=True)
-    (root / "train_labels").mkdir(parents=True, exist_ok=True)
+    (root / f"{split}_images").mkdir(parents=True, exist_ok=True)
+    (root / f"{split}_labels").mkdir(parents=True, exist_ok=True)
     seeds = np.random.SeedSequence(seed).spawn(n_volumes)
     id_rng = np.random.default_rng(seed)
     ids = [str(10**8 + v) for v in id_rng.choice(9 * 10**8, n_volumes, replace=False)]
@@ -314,12 +316,12 @@ def write_competition_layout(
              disable=None if progress else True)
     ):
         image, label = make_volume(shape, ss, preset=cycle[i % len(cycle)])
-        for sub, data in (("train_images", image), ("train_labels", label)):
+        for sub, data in ((f"{split}_images", image), (f"{split}_labels", label)):
             tmp = root / sub / f".{vid}.tif.partial"
             tifffile.imwrite(tmp, data, compression="lzw")
             os.replace(tmp, root / sub / f"{vid}.tif")
         rows.append((vid, SCROLL_IDS[i % len(SCROLL_IDS)]))
-    with open(root / "train.csv", "w", newline="") as f:
+    with open(root / f"{split}.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["id", "scroll_id"])
         writer.writerows(rows)

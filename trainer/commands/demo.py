@@ -13,6 +13,12 @@ its last checkpoint, and a finished run only prints its verdict again):
   5. train a tiny 3D U-Net a few short epochs on the CPU (configs/cpu_smoke.yaml): per-epoch
      lines, health alarms, a verdict                                  -> OUT/runs/cpu_smoke/
   6. plot the run                                              -> OUT/runs/cpu_smoke/report.png
+  7. generate held-out test volumes in the competition layout (other seeds: never trained or
+     tuned on)                                                        -> OUT/test/test_images/
+  8. predict them with best.pt and the post-processing the run stored with it, as
+     vesuvius-predict does with no flags         -> OUT/submission/ and OUT/submission.zip
+  9. score the submission against the test labels, beside an empty prediction and an
+     intensity threshold tuned on the run's validation labels
 
 Any other --key=value goes to the trainer (e.g. --epochs=3).
 """
@@ -20,14 +26,28 @@ Any other --key=value goes to the trainer (e.g. --epochs=3).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
+import numpy as np
+
+from trainer.checkpoint import load_checkpoint
 from trainer.cli import main as train_main
-from trainer.commands import report
-from vesuvius_data.cli import positive_int, user_errors
-from vesuvius_data.commands import index, ingest, strategies, synth
+from trainer.commands import predict, report
+from trainer.config import config_from_dict
+from trainer.model_folder import checkpoint_of_run
+from vesuvius_data import VolumeStore
+from vesuvius_data.baselines import intensity_threshold, tune_intensity_threshold
+from vesuvius_data.cli import nonnegative_int, positive_int, user_errors
+from vesuvius_data.commands import evaluate, index, ingest, strategies, synth
 from vesuvius_data.index import default_index_path, default_stride
+from vesuvius_data.metrics import score_volume
+from vesuvius_data.store.handles import pair_ids, volume_handles
+from vesuvius_data.synthetic import write_competition_layout
+
+#: test volumes' seeds sit this far from the training seed (never the same volumes)
+TEST_SEED_OFFSET = 1000
 
 
 @user_errors
@@ -43,11 +63,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--patch-size", type=positive_int, default=128,
                         help="patch side of stages 3-4 (index, strategies); training takes its "
                         "own from its config, or from --patch_size=N passed to the trainer")
+    parser.add_argument("--test-volumes", type=nonnegative_int, default=2,
+                        help="held-out test volumes of stages 7-9; 0 skips them")
+    parser.add_argument("--test-shape", type=positive_int, default=None,
+                        help="side of the test volumes (default: --shape)")
     parser.add_argument("--train", default="cpu_smoke",
                         help="trainer config for stage 5: a packaged name or a YAML file; "
                         "'none' skips training")
 
     args, train_overrides = parser.parse_known_args(argv)  # the rest goes to the trainer
+    args.test_shape = args.test_shape or args.shape
 
     src, store = args.out / "competition", args.out / "store.zarr"
     print(f"== 1. synthetic data -> {src}")
@@ -84,7 +109,72 @@ def main(argv: list[str] | None = None) -> int:
     if rc:
         return rc
     print("\n== 6. report")
-    return report.main([str(run)])
+    rc = report.main([str(run)])
+    if rc or not args.test_volumes:
+        return rc
+    return _submission(args, run)
+
+
+def _submission(args: argparse.Namespace, run: Path) -> int:
+    """Stages 7-9: held-out volumes, a submission predicted with the run's defaults, and its
+    score beside the yardsticks."""
+    test, sub, packed = args.out / "test", args.out / "submission", args.out / "submission.zip"
+    images, labels = test / "test_images", test / "test_labels"
+    print(f"\n== 7. held-out test volumes -> {images} (seeds never trained or tuned on)")
+    if (test / "test.csv").is_file():
+        print("   already there; delete the folder to regenerate")
+    else:
+        write_competition_layout(test, args.test_volumes, (args.test_shape,) * 3,
+                                 seed=args.seed + TEST_SEED_OFFSET, preset=args.preset,
+                                 progress=True, split="test")
+    best = checkpoint_of_run(run)
+    print(f"\n== 8. predict -> {packed} (vesuvius-predict {run} {images} {sub} --zip {packed})")
+    if packed.is_file() and packed.stat().st_mtime >= best.stat().st_mtime:
+        print("   already there (newer than the model); delete it to predict again")
+    else:
+        rc = predict.main([str(run), str(images), str(sub), "--zip", str(packed)])
+        if rc:
+            return rc
+    print(f"\n== 9. score -> vesuvius-evaluate {packed} {labels}")
+    rc = evaluate.main([str(packed), str(labels), "--workers", "2"])
+    if rc:
+        return rc
+    print(_yardsticks(args.out, best, images, labels))
+    return 0
+
+
+def _yardsticks(out: Path, best: Path, images: Path, labels: Path) -> str:
+    """The submission's mean score beside an empty prediction's and a tuned intensity
+    threshold's (tuned once on the run's validation labels, cached in OUT)."""
+    ck = load_checkpoint(best)
+    cfg = config_from_dict(ck["config"])
+    cache = out / "intensity_threshold.json"
+    if cache.is_file():
+        tuned = json.loads(cache.read_text())
+    else:  # on centred cubes of the validation volumes: the same cost as the run's own search
+        store, side = VolumeStore.open(cfg.data_dir), cfg.postprocess_crop or None
+        cube = {v: tuple(slice((n - min(side or n, n)) // 2, (n + min(side or n, n)) // 2)
+                         for n in store.info(v).shape) for v in ck["val_ids"]}
+        tuned = tune_intensity_threshold(
+            {v: np.asarray(store.image(v)[cube[v]]) for v in cube},
+            {v: np.asarray(store.label(v)[cube[v]]) for v in cube})
+        cache.write_text(json.dumps(tuned))
+    subs, labs = volume_handles(out / "submission.zip"), volume_handles(labels)
+    imgs = volume_handles(images)
+    rows = {"submission (model + stored post-processing)": [], "intensity threshold (sigma "
+            f"{tuned['sigma']}, percentile {tuned['percentile']}, dust {tuned['dust']})": [],
+            "empty prediction": []}
+    for vid in pair_ids(subs, labs):
+        label = labs[vid].read()
+        masks = (subs[vid].read(), intensity_threshold(imgs[vid].read(), tuned["sigma"],
+                                                       tuned["percentile"], tuned["dust"]),
+                 np.zeros(label.shape, np.uint8))
+        for name, mask in zip(rows, masks, strict=True):
+            rows[name].append(score_volume(mask, label).score)
+    width = max(map(len, rows))
+    lines = [f"held-out test volumes, mean competition score over {len(rows[next(iter(rows))])}:"]
+    lines += [f"  {name:<{width}}  {np.mean(s):.4f}" for name, s in rows.items()]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

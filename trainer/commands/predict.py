@@ -123,11 +123,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ensemble of {len(loaded.models)} models: "
               f"{', '.join(str(c) for c in loaded.checkpoints)}")
     if args.zarr:
-        given = [f for f in vars(args) if f in RepairConfig.__dataclass_fields__
-                 and f != "threshold"]
-        if given:
+        given = repair_config_from_args(args)
+        extra = " ".join(given.to_flags().replace(f"--threshold {given.threshold}", "").split())
+        if extra:
             raise ValueError(f"--zarr writes p > threshold block by block; the repair steps "
-                             f"need whole volumes: drop {', '.join('--' + g for g in given)}")
+                             f"need whole volumes: drop {extra}")
         args.threshold = repair_config.threshold
         print(f"--zarr: threshold {args.threshold}" + (
             " (the stored one; its other repair steps need whole volumes)"
