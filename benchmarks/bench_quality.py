@@ -1,6 +1,6 @@
 """The quality yardstick: train on hard synthetic volumes, tune repair, score held-out volumes.
 
-    python benchmarks/bench_quality.py [--out bench_quality] [--config configs/cpu_budget.yaml]
+    python benchmarks/bench_quality.py [--out bench_quality] [--config cpu_budget]
         [--size 128] [--train 6] [--test 6] [--test-seed 3000] [--tta]
         [--transfer-checkpoint CHECKPOINT]
         [--key=value ...]   (any other --key=value goes to the trainer)
@@ -14,16 +14,19 @@ One run, every stage cached in OUT (rerun it and finished stages are skipped):
 3. predict probabilities of the validation and test volumes (``--tta``: mean logit of the 8
    flips, 8x the time);
 4. tune on the validation volume, by the competition metric: the threshold alone, and the
-   threshold with every repair step (``tools/tune_postprocess.py``'s greedy search);
+   threshold with every repair step (``vesuvius-tune``'s greedy search);
 5. score the held-out volumes: empty prediction, the best intensity threshold (a smoothed image,
    sigma and percentile tuned on the validation volume's labels, with dust removal), the model
    thresholded, the model repaired, and the ablation: the repaired model with each step the
    search turned on left out, and with each step it left off added; and the labels
    themselves with the small errors a good model makes (shifted or thickened by one voxel, a
    few voxels dropped), which shows what the metric charges for near misses.
+   The model with ``vesuvius-predict``'s defaults: the post-processing the trainer stored in
+   best.pt (the same search on the same volume, so it should equal "model + repair").
    With ``--transfer-checkpoint`` also another model (e.g. the demo's, trained on the easy
-   preset) on the hard test volumes, repaired with repair tuned for it on the validation volume,
-   and with that repair less sheet smoothing.
+   preset) on the hard test volumes: with ``vesuvius-predict``'s defaults (what it stored),
+   repaired with repair tuned for it on the validation volume, and with that repair less sheet
+   smoothing. Fold ensembles: ``benchmarks/bench_ensemble.py`` on the same data.
 Prints one JSON document: per method and test set the mean score, TopoScore, SurfaceDice, VOI
 score, and bars (predicted / label) per dimension; the repair config; timings. Writes
 OUT/quality.png: for the first held-out hard volume, where each method misses a sheet (seen
@@ -49,11 +52,12 @@ from trainer.checkpoint import load_checkpoint  # noqa: E402
 from trainer.commands.predict import load_model  # noqa: E402
 from trainer.config import apply_overrides, load_config  # noqa: E402
 from trainer.inference import predict_volume  # noqa: E402
+from trainer.model_folder import load_models  # noqa: E402
 from trainer.train import train  # noqa: E402
 from vesuvius_data import VolumeStore  # noqa: E402
 from vesuvius_data.baselines import intensity_threshold, tune_intensity_threshold  # noqa: E402
 from vesuvius_data.metrics import score_volume  # noqa: E402
-from vesuvius_data.repair import repair  # noqa: E402
+from vesuvius_data.repair import RepairConfig, repair  # noqa: E402
 from vesuvius_data.repair.tune import CachedRepair, config_of, search_stages, tune  # noqa: E402
 from vesuvius_data.synthetic import make_volume  # noqa: E402
 
@@ -107,6 +111,12 @@ def _probabilities(checkpoint: Path, images: dict[str, np.ndarray], tta: bool
     model, patch = load_model(checkpoint)
     return {vid: predict_volume(model, image, (patch,) * 3, overlap=0.5, tta=tta, batch_size=4)
             for vid, image in images.items()}
+
+
+def _stored_repair(checkpoint: Path) -> RepairConfig:
+    """What ``vesuvius-predict CHECKPOINT`` applies with no flags."""
+    pp = load_models([checkpoint]).postprocessing
+    return pp.repair if pp else RepairConfig()
 
 
 def _summary(masks: dict[str, np.ndarray], labels: dict[str, np.ndarray]) -> dict:
@@ -284,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     best = config_of(best_rows[0])
     plain = config_of(only_threshold)
     intensity = tune_intensity_threshold({"val": val_image}, {"val": val_label})
+    stored = _stored_repair(checkpoint)
     timings["tune_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -298,6 +309,8 @@ def main(argv: list[str] | None = None) -> int:
                 for v, (im, _) in vols.items()},
             "model, threshold only": {v: repaired(v, plain) for v in labels},
             "model + repair": {v: repaired(v, best) for v in labels},
+            "model, vesuvius-predict's defaults (the post-processing stored at the end of "
+            "training)": {v: repaired(v, stored) for v in labels},
         }
         near = {v: _near_misses(lab) for v, lab in labels.items()}
         for name in next(iter(near.values())):
@@ -321,6 +334,10 @@ def main(argv: list[str] | None = None) -> int:
         results["hard"][f"{args.transfer_checkpoint} + repair"] = _summary(
             {v: repair(other[v], cfg) for v in labels}, labels)
         results["hard"][f"{args.transfer_checkpoint} + repair"]["repair"] = cfg.to_flags()
+        if _stored_repair(args.transfer_checkpoint) != RepairConfig():
+            results["hard"][f"{args.transfer_checkpoint}, vesuvius-predict's defaults"] = \
+                _summary({v: repair(other[v], _stored_repair(args.transfer_checkpoint))
+                          for v in labels}, labels)
         unsmoothed = dataclasses.replace(cfg, sheet_sigma=0.0)
         results["hard"][f"{args.transfer_checkpoint} + repair without sheet smoothing"] = \
             _summary({v: repair(other[v], unsmoothed) for v in labels}, labels)

@@ -190,6 +190,8 @@ def restore(run: RunState, ck: dict[str, Any]) -> None:
     run.index_path = ck["index"]
     if run.scaler is not None and ck.get("scaler"):
         run.scaler.load_state_dict(ck["scaler"])
+    run.label_spec = ck.get("label_spec", run.label_spec)
+    run.val_ids = list(ck.get("val_ids") or run.val_ids or [])
     if ck.get("world", 1) != run.world:
         raise ValueError(f"this run was trained on {ck.get('world', 1)} process(es) and is "
                          f"resumed on {run.world}: each rank's share of the sampling stream "

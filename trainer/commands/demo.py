@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +51,17 @@ from vesuvius_data.synthetic import write_competition_layout
 TEST_SEED_OFFSET = 1000
 
 
+_STARTED = [0.0]
+
+
+def _header(text: str, first: bool = False) -> None:
+    """A stage's header, with the time since the demo started (where the minutes go)."""
+    if first:
+        _STARTED[0] = time.perf_counter()
+    minutes, seconds = divmod(int(time.perf_counter() - _STARTED[0]), 60)
+    print(("" if first else "\n") + f"== {text}   [{minutes}:{seconds:02d}]", flush=True)
+
+
 @user_errors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
@@ -63,19 +75,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--patch-size", type=positive_int, default=128,
                         help="patch side of stages 3-4 (index, strategies); training takes its "
                         "own from its config, or from --patch_size=N passed to the trainer")
-    parser.add_argument("--test-volumes", type=nonnegative_int, default=2,
+    parser.add_argument("--test-volumes", type=nonnegative_int, default=4,
                         help="held-out test volumes of stages 7-9; 0 skips them")
-    parser.add_argument("--test-shape", type=positive_int, default=None,
-                        help="side of the test volumes (default: --shape)")
+    parser.add_argument("--test-shape", type=positive_int, default=128,
+                        help="side of the test volumes (a 320^3 one takes ~2 minutes to "
+                        "predict on 2 CPU cores; 128^3 ~8 s)")
     parser.add_argument("--train", default="cpu_smoke",
                         help="trainer config for stage 5: a packaged name or a YAML file; "
                         "'none' skips training")
 
     args, train_overrides = parser.parse_known_args(argv)  # the rest goes to the trainer
-    args.test_shape = args.test_shape or args.shape
+    args.test_shape = min(args.test_shape, args.shape)
 
     src, store = args.out / "competition", args.out / "store.zarr"
-    print(f"== 1. synthetic data -> {src}")
+    _header(f"1. synthetic data -> {src}", first=True)
     if (src / "train.csv").is_file():
         print("   already there; delete the folder to regenerate")
     else:
@@ -83,23 +96,23 @@ def main(argv: list[str] | None = None) -> int:
                          "--seed", str(args.seed), "--preset", args.preset])
         if rc:
             return rc
-    print(f"\n== 2. ingest -> {store}")
+    _header(f"2. ingest -> {store}")
     rc = ingest.main([str(src), str(store)])
     if rc:
         return rc
     stride = default_stride(args.patch_size)
-    print(f"\n== 3. patch index (patch {args.patch_size}, stride {stride})")
+    _header(f"3. patch index (patch {args.patch_size}, stride {stride})")
     rc = index.main([str(store), "--patch-size", str(args.patch_size),
                      "--report", str(args.out / "index_report.png")])
     if rc:
         return rc
-    print("\n== 4. sampling strategies")
+    _header("4. sampling strategies")
     rc = strategies.main([str(default_index_path(store, args.patch_size, stride)),
                           "--store", str(store)])
     if rc or args.train == "none":
         return rc
     run = args.out / "runs" / Path(args.train).stem
-    print(f"\n== 5. train ({args.train}) -> {run}")
+    _header(f"5. train ({args.train}) -> {run}")
     if (run / "last.pt").is_file():
         print("   a checkpoint is there: resuming (delete the folder to train afresh)")
         rc = train_main(["--resume", str(run), *train_overrides])
@@ -108,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
                          *train_overrides])
     if rc:
         return rc
-    print("\n== 6. report")
+    _header("6. report")
     rc = report.main([str(run)])
     if rc or not args.test_volumes:
         return rc
@@ -120,7 +133,7 @@ def _submission(args: argparse.Namespace, run: Path) -> int:
     score beside the yardsticks."""
     test, sub, packed = args.out / "test", args.out / "submission", args.out / "submission.zip"
     images, labels = test / "test_images", test / "test_labels"
-    print(f"\n== 7. held-out test volumes -> {images} (seeds never trained or tuned on)")
+    _header(f"7. held-out test volumes -> {images} (seeds never trained or tuned on)")
     if (test / "test.csv").is_file():
         print("   already there; delete the folder to regenerate")
     else:
@@ -128,18 +141,19 @@ def _submission(args: argparse.Namespace, run: Path) -> int:
                                  seed=args.seed + TEST_SEED_OFFSET, preset=args.preset,
                                  progress=True, split="test")
     best = checkpoint_of_run(run)
-    print(f"\n== 8. predict -> {packed} (vesuvius-predict {run} {images} {sub} --zip {packed})")
+    _header(f"8. predict -> {packed} (vesuvius-predict {run} {images} {sub} --zip {packed})")
     if packed.is_file() and packed.stat().st_mtime >= best.stat().st_mtime:
         print("   already there (newer than the model); delete it to predict again")
     else:
         rc = predict.main([str(run), str(images), str(sub), "--zip", str(packed)])
         if rc:
             return rc
-    print(f"\n== 9. score -> vesuvius-evaluate {packed} {labels}")
+    _header(f"9. score -> vesuvius-evaluate {packed} {labels}")
     rc = evaluate.main([str(packed), str(labels), "--workers", "2"])
     if rc:
         return rc
     print(_yardsticks(args.out, best, images, labels))
+    _header("done")
     return 0
 
 
