@@ -20,7 +20,6 @@ the config's size (random weights: the cost does not depend on them).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -36,7 +35,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_quality import TEST_SEED, _data, _stored_repair, _summary, _volumes  # noqa: E402
+from bench_quality import (  # noqa: E402
+    TEST_SEED,
+    _data,
+    _stored_repair,
+    _summary,
+    _volumes,
+    yardstick_arguments,
+)
 
 from trainer.commands.crossval import cross_validate  # noqa: E402
 from trainer.config import apply_overrides, load_config  # noqa: E402
@@ -75,7 +81,7 @@ def _memory(config: str, side: int) -> list[dict]:
 
 
 def _ensemble_rows(out: Path, k: int, store_path: Path, config: str, overrides: dict,
-                   tests: dict, labels: dict) -> dict:
+                   tests: dict, labels: dict) -> tuple[dict, dict]:
     cfg = apply_overrides(load_config(config), {"data_dir": str(store_path),
                                                 "out": str(out / f"cv{k}"),
                                                 "num_folds": str(k), **overrides})
@@ -105,24 +111,16 @@ def _ensemble_rows(out: Path, k: int, store_path: Path, config: str, overrides: 
                 "repair": on_val.repair.to_flags()},
         f"fold 0 of {k} alone + out-of-fold post-processing":
             _summary({v: o(v, oof.repair) for v in tests}, labels),
-        "_cost": {"crossval_s": seconds, "ensemble_predict_s_per_volume": per_volume},
-    }
+    }, {"crossval_s": seconds, "ensemble_predict_s_per_volume": per_volume}
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter,
-                                 epilog=__doc__.split("\n\n", 1)[1])
-    ap.add_argument("--out", type=Path, default=Path("bench_quality"))
-    ap.add_argument("--config", default="cpu_budget")
+    ap = yardstick_arguments(__doc__)
     ap.add_argument("--folds", default="2", help="comma-separated fold counts, e.g. 2,5")
-    ap.add_argument("--size", type=int, default=128)
-    ap.add_argument("--train", type=int, default=6)
-    ap.add_argument("--test", type=int, default=6)
     ap.add_argument("--memory-only", action="store_true")
     args, rest = ap.parse_known_args(argv)
     overrides = dict(a[2:].split("=", 1) for a in rest if a.startswith("--") and "=" in a)
-    report: dict = {"memory_128": _memory(args.config, 128)}
+    report: dict = {"memory_128": _memory(args.config, 128), "cost": {}}
     if not args.memory_only:
         store_path = _data(args.out, args.size, args.train)
         hard = _volumes(args.size, TEST_SEED, args.test, "hard")
@@ -140,8 +138,9 @@ def main(argv: list[str] | None = None) -> int:
                           _summary({v: cached(v, stored) for v in tests}, labels)
                           | {"repair": stored.to_flags()}}
         for k in (int(x) for x in args.folds.split(",")):
-            report["hard"] |= _ensemble_rows(args.out, k, store_path, args.config, overrides,
-                                             tests, labels)
+            rows, report["cost"][f"{k} folds"] = _ensemble_rows(
+                args.out, k, store_path, args.config, overrides, tests, labels)
+            report["hard"] |= rows
     print(json.dumps(report, indent=1, default=lambda o: dataclasses.asdict(o)))
     return 0
 

@@ -247,16 +247,21 @@ def _rotation_damage(label: np.ndarray, patch: int = 48, n: int = 6) -> dict[str
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+def yardstick_arguments(doc: str) -> argparse.ArgumentParser:
+    """The arguments every yardstick benchmark shares (its data, its model's config)."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
-                                 epilog=__doc__.split("\n\n", 1)[1])
+                                 epilog=doc.split("\n\n", 1)[1])
     ap.add_argument("--out", type=Path, default=Path("bench_quality"))
     ap.add_argument("--config", default="cpu_budget")
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--train", type=int, default=6)
-    ap.add_argument("--test", type=int, default=6,
-                    help="held-out volumes per preset")
+    ap.add_argument("--test", type=int, default=6, help="held-out volumes per preset")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = yardstick_arguments(__doc__)
     ap.add_argument("--test-seed", type=int, default=TEST_SEED,
                     help="first seed of the held-out hard volumes (3500: a second set)")
     ap.add_argument("--tta", action="store_true", help="8-flip test-time augmentation")

@@ -4,6 +4,7 @@ outside the checkout (no editable install, no checkout on the path)."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,9 +24,15 @@ def installed(tmp_path_factory):
     """The wheel built from this checkout, installed (without its dependencies, which this
     interpreter has) into an empty folder; returns (folder, environment)."""
     root = tmp_path_factory.mktemp("install")
-    wheels, target = root / "wheels", root / "site"
+    wheels, target, source = root / "wheels", root / "site", root / "source"
+    source.mkdir()  # a copy of what a wheel is built from: setuptools writes build/ beside it
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    for package in ("vesuvius_data", "trainer"):
+        shutil.copytree(ROOT / package, source / package,
+                        ignore=shutil.ignore_patterns("__pycache__"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                    "-q", "-w", str(wheels), str(ROOT)], check=True, cwd=root)
+                    "-q", "-w", str(wheels), str(source)], check=True, cwd=root)
     (wheel,) = wheels.glob("vesuvius_data-*.whl")
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target",
                     str(target), str(wheel)], check=True, cwd=root)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import tifffile
 import torch
+from test_faults import one_error_line
 
 from trainer.checkpoint import load_checkpoint, save_checkpoint
 from trainer.commands import crossval, predict
@@ -29,14 +30,6 @@ TINY = ["--patch_size=16", "--stride=8", "--num_folds=2", "--num_workers=0",
         "--initial_filters=4", "--depth=2", "--epochs=2", "--iterations_per_epoch=3",
         "--val_iterations=1", "--warmup_epochs=1", "--augment=0", "--metric_every=1",
         "--postprocess_search=quick", f"--loss_weights={json.dumps(FAST_LOSS)}"]
-
-
-def one_error_line(capsys) -> str:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    lines = [ln for ln in err.splitlines() if ln.startswith("error: ")]
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

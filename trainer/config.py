@@ -78,11 +78,11 @@ class Config:
     boundary_clip: float = 10.0  # signed distances clipped to [-clip, clip] voxels (sdt target)
     # run control
     early_stopping_patience: int = 10  # epochs without a better score before stopping
-    # post-processing chosen by the competition metric on best.pt's validation predictions at
-    # the end of a run (needs metric_every): stored in postprocessing.json and best.pt, applied
-    # by vesuvius-predict by default. full: the whole search; quick: a third of it; off
+    # post-processing chosen by the competition metric on best.pt's predictions of the regions
+    # validation scores (metric_crop) at the end of a run (needs metric_every): stored in
+    # postprocessing.json and best.pt, applied by vesuvius-predict by default. full: the whole
+    # search; quick: a third of it; off
     postprocess_search: str = "full"  # full | quick | off
-    postprocess_crop: int = 0  # 0 = search on whole validation regions; N = centred N^3 cubes
     stop_on_collapse: bool = False  # end with exit status 3 when a health alarm fires
     seed: int = 0  # model init, sampling and augmentation
 

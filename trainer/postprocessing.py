@@ -142,11 +142,9 @@ def store_run_postprocessing(out: Path, store: Any, boxes: dict[str, tuple], cfg
     model, patch = model_of_checkpoint(ck)
     log(f"choosing post-processing ({cfg.postprocess_search} search) on best.pt's predictions "
         f"of {len(boxes)} validation volume(s)"
-        + (f" (centred {cfg.postprocess_crop}^3 cubes)" if cfg.postprocess_crop else ""))
+        + (f" (centred {cfg.metric_crop}^3 cubes)" if cfg.metric_crop else ""))
     probs, labels = {}, {}
     for vid, box in boxes.items():
-        if cfg.postprocess_crop:  # the centred cube of the region: a cheaper search
-            box = tuple(_centred(s, cfg.postprocess_crop) for s in box)
         probs[vid] = predict_volume(model, np.asarray(store.image(vid)[box]), (patch,) * 3,
                                     overlap=0.5, batch_size=cfg.batch_size, device=device)
         labels[vid] = np.asarray(store.label(vid)[box])
@@ -159,9 +157,3 @@ def store_run_postprocessing(out: Path, store: Any, boxes: dict[str, tuple], cfg
         "(vesuvius-predict applies it by default)")
     return pp
 
-
-def _centred(s: slice, side: int) -> slice:
-    n = s.stop - s.start
-    side = min(side, n)
-    start = s.start + (n - side) // 2
-    return slice(start, start + side)

@@ -165,8 +165,8 @@ def _yardsticks(out: Path, best: Path, images: Path, labels: Path) -> str:
     cache = out / "intensity_threshold.json"
     if cache.is_file():
         tuned = json.loads(cache.read_text())
-    else:  # on centred cubes of the validation volumes: the same cost as the run's own search
-        store, side = VolumeStore.open(cfg.data_dir), cfg.postprocess_crop or None
+    else:  # on the regions validation scored (metric_crop): where the run chose its repair
+        store, side = VolumeStore.open(cfg.data_dir), cfg.metric_crop or None
         cube = {v: tuple(slice((n - min(side or n, n)) // 2, (n + min(side or n, n)) // 2)
                          for n in store.info(v).shape) for v in ck["val_ids"]}
         tuned = tune_intensity_threshold(
