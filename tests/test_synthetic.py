@@ -112,3 +112,15 @@ def test_mixed_layout_cycles_easy_and_hard(tmp_path):
     mixed, easy, hard = images("mixed"), images("easy"), images("hard")
     assert np.array_equal(mixed[0], easy[0]) and np.array_equal(mixed[1], hard[1])
     assert not np.array_equal(mixed[1], easy[1])
+
+
+def test_volumes_made_in_processes_are_the_same_volumes(tmp_path):
+    from vesuvius_data.synthetic import write_competition_layout
+
+    def files(d):
+        return {p.relative_to(d): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
+
+    one, two = tmp_path / "one", tmp_path / "two"
+    ids = write_competition_layout(one, 3, (24, 24, 24), 5, preset="mixed")
+    assert write_competition_layout(two, 3, (24, 24, 24), 5, preset="mixed", workers=2) == ids
+    assert files(one) == files(two) and len(files(one)) == 7  # 3 images, 3 labels, the csv

@@ -269,7 +269,8 @@ def train(cfg: Config, *, resume: str | None = None, overwrite: bool = False,
             break
 
     # ------------------------------------------------------------------ post-processing
-    finished = exit_code == 0 or run.epoch + 1 >= cfg.epochs
+    finished = (exit_code == 0 or run.epoch + 1 >= cfg.epochs
+                or _stopped_early(run.epoch, run.best_epoch, cfg))
     if (d.main and boxes and finished and cfg.postprocess_search != "off"
             and (out / "best.pt").is_file() and not (out / POSTPROCESSING_FILE).is_file()):
         store_run_postprocessing(out, store, boxes, cfg, device, log)

@@ -290,17 +290,20 @@ def write_competition_layout(
     preset: str | Preset | Sequence[str | Preset] = "easy",
     progress: bool = False,
     split: str = "train",
+    workers: int = 1,
 ) -> list[str]:
     """Write ``n_volumes`` synthetic volumes in the competition's layout; return their ids.
 
     ``preset`` is one preset, or a sequence that volumes cycle through (``"mixed"`` is
-    easy, hard, easy, ...).
+    easy, hard, easy, ...). ``workers`` > 1 makes volumes in that many processes (the same
+    volumes: each has its own seed).
 
     Writes ``{split}.csv`` (``id,scroll_id``), ``{split}_images/{id}.tif`` and
     ``{split}_labels/{id}.tif`` as LZW-compressed multi-page uint8 TIFFs, like the real files
     (``split="test"``: a held-out ``test_images/`` whose labels the competition would keep).
     """
-    import tifffile
+    from concurrent.futures import ProcessPoolExecutor
+
     from tqdm.auto import tqdm
 
     root = Path(directory)
@@ -310,22 +313,41 @@ def write_competition_layout(
     id_rng = np.random.default_rng(seed)
     ids = [str(10**8 + v) for v in id_rng.choice(9 * 10**8, n_volumes, replace=False)]
     cycle = _preset_cycle(preset)
-    rows = []
-    for i, (vid, ss) in enumerate(
-        tqdm(list(zip(ids, seeds, strict=True)), desc="synthetic volumes",
-             disable=None if progress else True)
-    ):
-        image, label = make_volume(shape, ss, preset=cycle[i % len(cycle)])
-        for sub, data in ((f"{split}_images", image), (f"{split}_labels", label)):
-            tmp = root / sub / f".{vid}.tif.partial"
-            tifffile.imwrite(tmp, data, compression="lzw")
-            os.replace(tmp, root / sub / f"{vid}.tif")
-        rows.append((vid, SCROLL_IDS[i % len(SCROLL_IDS)]))
+    jobs = [(root, split, vid, ss, shape, cycle[i % len(cycle)])
+            for i, (vid, ss) in enumerate(zip(ids, seeds, strict=True))]
+    bar = tqdm(total=n_volumes, desc="synthetic volumes", disable=None if progress else True)
+    with bar, ProcessPoolExecutor(workers) if workers > 1 else _InProcess() as pool:
+        for _ in pool.map(_write_volume, *zip(*jobs, strict=True)):
+            bar.update()
     with open(root / f"{split}.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["id", "scroll_id"])
-        writer.writerows(rows)
+        writer.writerows((vid, SCROLL_IDS[i % len(SCROLL_IDS)]) for i, vid in enumerate(ids))
     return ids
+
+
+class _InProcess:
+    """``ProcessPoolExecutor``'s ``map`` without the processes (one worker)."""
+
+    def __enter__(self) -> _InProcess:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    def map(self, fn, *iterables):
+        return map(fn, *iterables)
+
+
+def _write_volume(root: Path, split: str, vid: str, ss: np.random.SeedSequence,
+                  shape: tuple[int, int, int], preset: str | Preset) -> None:
+    import tifffile
+
+    image, label = make_volume(shape, ss, preset=preset)
+    for sub, data in ((f"{split}_images", image), (f"{split}_labels", label)):
+        tmp = root / sub / f".{vid}.tif.partial"
+        tifffile.imwrite(tmp, data, compression="lzw")
+        os.replace(tmp, root / sub / f"{vid}.tif")
 
 
 #: the phantom's classes, background first: what ``make_organ_phantom`` labels

@@ -1,11 +1,13 @@
 """Write synthetic scroll-like volumes in the competition layout (the embedded default dataset).
 
     vesuvius-synth OUT [--volumes 4] [--shape 320] [--seed 0] [--preset easy|hard|mixed]
+        [--workers 2]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -26,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="easy: thick, well separated sheets; hard: thin touching sheets, "
                         "low contrast, bias field, debris; mixed: easy and hard in turn "
                         "(see vesuvius_data/synthetic.py)")
+    parser.add_argument("--workers", type=positive_int, default=min(2, os.cpu_count() or 1),
+                        help="volumes made at once, one process each (same volumes either way)")
     args = parser.parse_args(argv)
     if len(args.shape) not in (1, 3):
         parser.error("--shape takes one or three ints")
@@ -33,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     if min(shape) < 8 or args.volumes < 1:
         parser.error(f"need --volumes >= 1 and every side >= 8, got {args.volumes} and {shape}")
     ids = write_competition_layout(args.out, args.volumes, shape, args.seed,
-                                   preset=args.preset, progress=True)
+                                   preset=args.preset, progress=True, workers=args.workers)
     print(f"wrote {len(ids)} {args.preset} volumes of shape {shape} to {args.out}")
     return 0
 
