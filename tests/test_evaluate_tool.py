@@ -210,3 +210,21 @@ def test_tune_searches_smoothing_with_the_threshold_and_smooths_each_volume_once
     assert tune_search.config_of(rows[0]).sheet_sigma == 1.5
     assert rows[0]["score"] > max(r["score"] for r in rows if r["sheet_sigma"] == 0) + 0.1
     assert sorted(calls) == [1.5, 1.5]  # one smoothing per volume, for 6 configs using it
+
+
+def test_the_intensity_baseline_picks_the_best_grid_point():
+    """The tuner smooths once per sigma and takes all percentiles in one pass; it must choose
+    what scoring every grid point one by one chooses."""
+    from vesuvius_data.baselines import intensity_threshold, tune_intensity_threshold
+    from vesuvius_data.metrics import score_volume
+    from vesuvius_data.synthetic import make_volume
+
+    image, label = make_volume((40, 40, 40), 3, preset="hard")
+    grid = {"sigmas": (0.0, 1.0), "percentiles": (75, 85, 91), "dusts": (0, 50)}
+    best = tune_intensity_threshold({"a": image}, {"a": label}, **grid)
+    brute = max(((score_volume(intensity_threshold(image, s, p, d), label).score, -i, s, p, d)
+                 for i, (s, p, d) in enumerate((s, p, d) for s in grid["sigmas"]
+                                               for p in grid["percentiles"]
+                                               for d in grid["dusts"])))
+    assert (best["sigma"], best["percentile"], best["dust"]) == brute[2:]
+    assert best["score"] == pytest.approx(brute[0])

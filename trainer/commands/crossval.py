@@ -13,9 +13,9 @@ Stages, each resumable (rerun the command and finished work is skipped):
   2. predict each fold's validation volumes with that fold's best.pt (out-of-fold: no volume
      is predicted by a model that saw it) -> MODEL/oof/{id}.tif (float16 probabilities)
   3. choose post-processing on all out-of-fold volumes together (the search of vesuvius-tune;
-     ``--postprocess_search=quick`` for a third of it) -> MODEL/postprocessing.json; score each
-     fold and all of them with it and with a 0.5 threshold alone -> MODEL/crossval.json and
-     MODEL/crossval.md (a table)
+     ``--postprocess_search=quick`` for 16 of its 70 configs) -> MODEL/postprocessing.json;
+     score each fold and all of them with it and with a 0.5 threshold alone ->
+     MODEL/crossval.json and MODEL/crossval.md (a table)
 
 Then ``vesuvius-predict MODEL test_images/ out/`` averages the folds' logits per window and
 applies MODEL/postprocessing.json.

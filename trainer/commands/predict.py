@@ -143,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     for vid, source in tqdm(inputs.items(), desc="predict", unit="vol", disable=None):
         volume = source.open()
         shape = tuple(volume.shape)
+        if len(shape) != 3:
+            raise ValueError(f"{source.name}: a {len(shape)}-D image {shape}; vesuvius-predict "
+                             "takes 3-D volumes (one TIF stack per volume)")
         try:
             window_corners(shape, (patch,) * 3, args.overlap)  # checks size up front
         except ValueError as e:

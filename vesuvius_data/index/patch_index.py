@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -240,14 +241,20 @@ class PatchIndex:
         if not path.is_file():
             raise FileNotFoundError(f"no index at {path}; build one with vesuvius-index")
         try:
-            with np.load(path, allow_pickle=False) as z:
+            with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as z:
                 meta = json.loads(str(z["__meta__"]))
                 columns = {k: z[k] for k in z.files if k != "__meta__"}
-        except (ValueError, OSError, KeyError) as e:
-            raise ValueError(f"{path}: not a readable PatchIndex ({e})") from e
+        except (ValueError, OSError, KeyError, EOFError, zipfile.BadZipFile) as e:
+            raise ValueError(f"{path}: not a readable PatchIndex ({type(e).__name__}: {e}); "
+                             "rebuild it with vesuvius-index") from None
+        if not isinstance(meta, dict):
+            raise ValueError(f"{path}: not a PatchIndex (bad metadata); rebuild it")
         if meta.get("format") != INDEX_FORMAT:
             raise ValueError(f"{path}: index format {meta.get('format')} is not "
                              f"{INDEX_FORMAT}; rebuild it")
+        if not {"params", "volumes"} <= set(meta):
+            raise ValueError(f"{path}: not a PatchIndex (its metadata lacks params and volumes); "
+                             "rebuild it with vesuvius-index")
         return cls(columns, IndexParams.from_json(meta["params"]), meta["volumes"],
                    meta.get("meta"))
 

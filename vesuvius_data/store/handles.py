@@ -27,6 +27,12 @@ class VolumeHandle:
     member: str = ""  # the file in the zip, or the volume id in the store
     role: str = "label"  # which array of a store volume
 
+    @property
+    def name(self) -> str:
+        """Where the volume is, for messages: the file, the zip member, or the store volume."""
+        return {"tif": self.path, "zip": f"{self.path}:{self.member}"}.get(
+            self.kind, f"{self.path} (volume {self.member!r})")
+
     def open(self):
         """The volume as something sliceable: the store's array (read lazily, window by
         window, with checked reads), else the whole volume read into memory."""

@@ -154,6 +154,10 @@ class VolumeStore:
             group = zarr.open_group(path_or_url, mode="r" if mode == "r" else "r+")
         except FileNotFoundError as e:
             raise FileNotFoundError(f"no zarr group at {location}") from e
+        except (ValueError, TypeError, KeyError) as e:  # a damaged zarr.json: JSON or metadata
+            raise ValueError(f"{location}: unreadable store metadata "
+                             f"({os.path.join(location, 'zarr.json')}: {type(e).__name__}: "
+                             f"{str(e)[:200]})") from None
         return cls(group, location=location)
 
     # ------------------------------------------------------------------ reading
