@@ -201,6 +201,9 @@ def test_bad_model_folders_are_one_line_errors_naming_the_file(model_folder, tmp
         _fails(capsys, store, m)
     (m / "postprocessing.json").write_text("{not json")
     assert f"{m / 'postprocessing.json'}: unreadable" in _fails(capsys, store, m)
+    (m / "crossval.json").write_text('{"folds": 2}')
+    assert f"{m / 'crossval.json'}: unreadable (ValueError: no list of folds)" in \
+        _fails(capsys, store, m)
 
 
 def test_repair_config_defaults_are_what_a_bare_model_gets():

@@ -30,7 +30,7 @@ from .model import build_model
 from .postprocessing import POSTPROCESSING_FILE, Postprocessing, read_postprocessing
 
 __all__ = ["CROSSVAL_FILE", "LoadedModels", "model_of_checkpoint", "load_models",
-           "fold_dirs", "checkpoint_of_run"]
+           "fold_dirs", "checkpoint_of_run", "read_crossval"]
 
 CROSSVAL_FILE = "crossval.json"
 
@@ -74,15 +74,24 @@ def fold_dirs(folder: Path) -> list[Path]:
                    key=lambda p: int(p.name[5:]) if p.name[5:].isdigit() else -1)
     record = folder / CROSSVAL_FILE
     if record.is_file():
-        try:
-            expected = json.loads(record.read_text())["folds"]
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise ValueError(f"{record}: unreadable ({type(e).__name__}: {e})") from None
+        expected = read_crossval(folder)["folds"]
         missing = [f"fold_{k}" for k in expected if not (folder / f"fold_{k}").is_dir()]
         if missing:
             raise FileNotFoundError(f"{record} lists {', '.join(missing)}, missing from "
                                     f"{folder}")
     return folds
+
+
+def read_crossval(folder: Path) -> dict:
+    """A model folder's ``crossval.json``, checked to be a plan (a mapping with a fold list)."""
+    record = folder / CROSSVAL_FILE
+    try:
+        data = json.loads(record.read_text())
+        if not isinstance(data, dict) or not isinstance(data.get("folds"), list):
+            raise ValueError("no list of folds")
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise ValueError(f"{record}: unreadable ({type(e).__name__}: {e})") from None
+    return data
 
 
 def _members(path: Path) -> tuple[list[Path], Path | None]:

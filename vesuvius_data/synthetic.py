@@ -303,6 +303,7 @@ def write_competition_layout(
     (``split="test"``: a held-out ``test_images/`` whose labels the competition would keep).
     """
     from concurrent.futures import ProcessPoolExecutor
+    from contextlib import ExitStack
 
     from tqdm.auto import tqdm
 
@@ -315,28 +316,17 @@ def write_competition_layout(
     cycle = _preset_cycle(preset)
     jobs = [(root, split, vid, ss, shape, cycle[i % len(cycle)])
             for i, (vid, ss) in enumerate(zip(ids, seeds, strict=True))]
-    bar = tqdm(total=n_volumes, desc="synthetic volumes", disable=None if progress else True)
-    with bar, ProcessPoolExecutor(workers) if workers > 1 else _InProcess() as pool:
-        for _ in pool.map(_write_volume, *zip(*jobs, strict=True)):
+    with ExitStack() as stack:
+        bar = stack.enter_context(tqdm(total=n_volumes, desc="synthetic volumes",
+                                       disable=None if progress else True))
+        run = stack.enter_context(ProcessPoolExecutor(workers)).map if workers > 1 else map
+        for _ in run(_write_volume, *zip(*jobs, strict=True)):
             bar.update()
     with open(root / f"{split}.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["id", "scroll_id"])
         writer.writerows((vid, SCROLL_IDS[i % len(SCROLL_IDS)]) for i, vid in enumerate(ids))
     return ids
-
-
-class _InProcess:
-    """``ProcessPoolExecutor``'s ``map`` without the processes (one worker)."""
-
-    def __enter__(self) -> _InProcess:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        return None
-
-    def map(self, fn, *iterables):
-        return map(fn, *iterables)
 
 
 def _write_volume(root: Path, split: str, vid: str, ss: np.random.SeedSequence,

@@ -42,7 +42,12 @@ from ..checkpoint import load_checkpoint
 from ..cli import parse_trainer_argv
 from ..config import Config, apply_overrides, check_names, load_config
 from ..inference import decode_probabilities, encode_probabilities, predict_volume
-from ..model_folder import CROSSVAL_FILE, checkpoint_of_run, model_of_checkpoint
+from ..model_folder import (
+    CROSSVAL_FILE,
+    checkpoint_of_run,
+    model_of_checkpoint,
+    read_crossval,
+)
 from ..postprocessing import (
     POSTPROCESSING_FILE,
     SEARCHES,
@@ -82,7 +87,7 @@ def _plan(model_dir: Path, cfg: Config) -> None:
     record = model_dir / CROSSVAL_FILE
     plan = {"folds": list(range(cfg.num_folds)), "config": dataclasses.asdict(cfg)}
     if record.is_file():
-        old = json.loads(record.read_text())
+        old = read_crossval(model_dir)
         if old.get("config") != plan["config"]:
             changed = sorted(k for k in plan["config"] if old.get("config", {}).get(k) !=
                              plan["config"][k])
@@ -184,7 +189,7 @@ def cross_validate(cfg: Config, model_dir: Path, folds: list[int], log=print) ->
         rows.append({"fold": k, "volumes": len(vids),
                      **_scores(masks, {v: labels[v] for v in vids}),
                      "threshold_only": plain["score"]})
-    record = json.loads((model_dir / CROSSVAL_FILE).read_text())
+    record = read_crossval(model_dir)
     record |= {"out_of_fold": rows, "val_ids": {str(k): v for k, v in per_fold.items()},
                "postprocessing": pp.to_dict() if pp else None}
     _write_json(model_dir / CROSSVAL_FILE, record)

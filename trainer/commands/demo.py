@@ -38,7 +38,9 @@ from trainer.cli import main as train_main
 from trainer.commands import predict, report
 from trainer.config import config_from_dict
 from trainer.model_folder import checkpoint_of_run
+from trainer.validation import validation_boxes
 from vesuvius_data import VolumeStore
+from vesuvius_data._atomic import atomic_write
 from vesuvius_data.baselines import intensity_threshold, tune_intensity_threshold
 from vesuvius_data.cli import nonnegative_int, positive_int, user_errors
 from vesuvius_data.commands import evaluate, index, ingest, strategies, synth
@@ -163,16 +165,18 @@ def _yardsticks(out: Path, best: Path, images: Path, labels: Path) -> str:
     ck = load_checkpoint(best)
     cfg = config_from_dict(ck["config"])
     cache = out / "intensity_threshold.json"
-    if cache.is_file():
+    try:  # a cache, so a damaged one is recomputed, not trusted
         tuned = json.loads(cache.read_text())
-    else:  # on the regions validation scored (metric_crop): where the run chose its repair
-        store, side = VolumeStore.open(cfg.data_dir), cfg.metric_crop or None
-        cube = {v: tuple(slice((n - min(side or n, n)) // 2, (n + min(side or n, n)) // 2)
-                         for n in store.info(v).shape) for v in ck["val_ids"]}
+        tuned = {k: tuned[k] for k in ("sigma", "percentile", "dust")}
+    except (OSError, ValueError, TypeError, KeyError):
+        # on the regions validation scored (metric_crop): where the run chose its repair
+        store = VolumeStore.open(cfg.data_dir)
+        boxes = validation_boxes(store, ck["val_ids"], cfg.metric_crop)
         tuned = tune_intensity_threshold(
-            {v: np.asarray(store.image(v)[cube[v]]) for v in cube},
-            {v: np.asarray(store.label(v)[cube[v]]) for v in cube})
-        cache.write_text(json.dumps(tuned))
+            {v: np.asarray(store.image(v)[b]) for v, b in boxes.items()},
+            {v: np.asarray(store.label(v)[b]) for v, b in boxes.items()})
+        with atomic_write(cache) as f:
+            f.write(json.dumps(tuned).encode())
     subs, labs = volume_handles(out / "submission.zip"), volume_handles(labels)
     imgs = volume_handles(images)
     rows = {"submission (model + stored post-processing)": [], "intensity threshold (sigma "
