@@ -31,7 +31,8 @@ import psutil
 from vesuvius_data import VolumeStore, build_index
 from vesuvius_data.index._kernels import count_cells
 from vesuvius_data.index.build import sources_from_store
-from vesuvius_data.synthetic import DEPTH_CLASSES, make_volume, split_surface_by_depth
+from vesuvius_data.phantoms import DEPTH_CLASSES, split_surface_by_depth
+from vesuvius_data.synthetic import make_volume
 
 
 def _numpy_reference(label, image, stride, fg=1, bg=0, ignore=2, air=0):

@@ -44,8 +44,9 @@ import numpy as np
 
 from vesuvius_data import VolumeStore, build_index, make_loader
 from vesuvius_data.index.patch_index import COUNT_COLUMNS, IndexParams, PatchIndex
+from vesuvius_data.phantoms import DEPTH_CLASSES, split_surface_by_depth
 from vesuvius_data.sampling import STRATEGIES, make_strategy
-from vesuvius_data.synthetic import DEPTH_CLASSES, make_volume, split_surface_by_depth
+from vesuvius_data.synthetic import make_volume
 
 
 def _rate(make_iter: Callable[[], Iterator[int]], n: int, rounds: int = 3) -> dict:

@@ -12,8 +12,8 @@ import torchio as tio
 from scipy import stats
 
 from vesuvius_data import LabelSpec, VolumeStore, build_index, make_loader
+from vesuvius_data.phantoms import PHANTOM_CLASSES, make_organ_phantom
 from vesuvius_data.sampling import STRATEGIES, StrategySampler, make_strategy
-from vesuvius_data.synthetic import PHANTOM_CLASSES, make_organ_phantom
 
 SPEC = LabelSpec.multiclass(PHANTOM_CLASSES, ignore=255)
 SHAPE = (32, 64, 64)
