@@ -199,3 +199,25 @@ def test_uint16_images_are_kept(tmp_path):
     s.add_volume("v", image, np.zeros(image.shape, np.uint8))
     assert s.image("v").dtype == np.uint16
     np.testing.assert_array_equal(s.image("v"), image)
+
+
+def test_partial_arrays_survive_a_concurrent_creator_of_the_group(tmp_path, monkeypatch):
+    """zarr's require_group checks, then creates: a second torchrun rank that creates the
+    volume's group in between made the first fail with "a group exists" (seen in CI)."""
+    from zarr.errors import ContainsGroupError
+
+    store = VolumeStore.create(tmp_path / "s.zarr", chunks=(8, 8, 8))
+    original = zarr.Group.require_group
+    raced = []
+
+    def other_process_first(self, name, **kwargs):
+        original(self, name, **kwargs)  # the other process creates it between check and create
+        raced.append(name)
+        raise ContainsGroupError(f"A group exists in store at path {name!r}.")
+
+    monkeypatch.setattr(zarr.Group, "require_group", other_process_first)
+    arrays = store.partial_arrays("v", (8, 8, 8), {"image": np.uint8, "label": np.uint8})
+    assert raced == ["volumes", "v"]
+    arrays["image"][...] = 3
+    monkeypatch.undo()
+    assert store.partial_arrays("v", (8, 8, 8), {"image": np.uint8})["image"][0, 0, 0] == 3

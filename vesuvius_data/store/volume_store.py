@@ -32,7 +32,7 @@ import numpy as np
 import zarr
 import zarr.storage
 from zarr.codecs import BloscCodec
-from zarr.errors import ContainsArrayError
+from zarr.errors import ContainsArrayError, ContainsGroupError
 
 from ..labels import LabelCensus, LabelSpec
 from .chunk_reader import FastArray
@@ -60,6 +60,16 @@ DEFAULT_COMPRESSOR: dict[str, Any] = {"cname": "lz4", "clevel": 5, "shuffle": "n
 
 _MANIFEST_KEY = "vesuvius_data"
 _FORMAT_VERSION = 1
+
+
+def _require_group(parent: zarr.Group, name: str) -> zarr.Group:
+    """``parent.require_group(name)`` safe against a concurrent creator: zarr checks, then
+    creates, so a torchrun rank or Dask task that creates the group in between makes the
+    loser's create fail with ContainsGroupError although the group is exactly what it wants."""
+    try:
+        return parent.require_group(name)
+    except ContainsGroupError:
+        return parent[name]  # type: ignore[return-value]
 
 
 class VolumeStore:
@@ -307,9 +317,9 @@ class VolumeStore:
         """
         self._writable()
         volume_id = check_volume_id(volume_id)
-        volumes = self._group.require_group("volumes")
+        volumes = _require_group(self._group, "volumes")
         vgroup = volumes.create_group(volume_id, overwrite=True) if overwrite else \
-            volumes.require_group(volume_id)
+            _require_group(volumes, volume_id)
         chunks = tuple(min(c, int(s)) for c, s in zip(self.chunks, shape, strict=True))
         out = {}
         for role, dtype in dtypes.items():
