@@ -184,8 +184,8 @@ def test_index_build_stops_on_census_mismatch_for_unrecorded_arrays(store):
                if (label[tuple(slice(int(i) * 16, int(i) * 16 + 16) for i in k.split("/")[1:])]
                    != 0).any())
     chunk_file(store, vid, "label", key).unlink()
-    with pytest.raises(ValueError, match=rf"volume {vid}: the index read .* census from "
-                       "ingest"):
+    with pytest.raises(ValueError, match=rf"volume {vid} of .*store.zarr: the index read .* "
+                       "census from ingest"):
         build_index(VolumeStore.open(store.location), 16, 8, progress=False)
 
 

@@ -127,16 +127,36 @@ def load_checkpoint(path: str | os.PathLike[str], trust: bool = False) -> dict[s
     expected = "expected a .pt file written by the trainer (last.pt or best.pt of a run folder)"
     try:
         state = read_checkpoint_file(path, trust)
-    except ValueError:
-        raise
     except Exception as e:  # pickle, zip and EOF errors all mean "not a checkpoint"
+        if isinstance(e, ValueError) and str(path) in str(e):
+            raise  # ours, and it names the file already
         raise ValueError(f"{path}: not a readable checkpoint ({type(e).__name__}: "
                          f"{str(e)[:200]}); {expected}") from e
     missing = [k for k in REQUIRED_KEYS if not isinstance(state, dict) or k not in state]
     if missing:
         raise ValueError(f"{path}: not a trainer checkpoint (no {', '.join(missing)}); "
                          f"{expected}")
+    damaged = _damaged_parts(state)
+    if damaged:
+        raise ValueError(f"{path}: a damaged checkpoint ({damaged}); {expected}")
     return state
+
+
+def _damaged_parts(state: dict[str, Any]) -> str | None:
+    """What a loaded checkpoint gets wrong in the parts every reader trusts, or None."""
+    for key in ("model", "ema"):
+        weights = state.get(key)
+        if key == "ema" and not weights:
+            continue
+        if not isinstance(weights, dict) or not all(
+                isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in weights.items()):
+            return f"its {key} is not a mapping of names to tensors"
+    for key in ("postprocessing", "label_spec"):
+        if state.get(key) is not None and not isinstance(state[key], dict):
+            return f"its {key} is not a mapping"
+    if not isinstance(state["config"], dict):
+        return "its config is not a mapping"
+    return None  # the config's keys and values: config_from_dict, where the model is built
 
 
 @dataclass

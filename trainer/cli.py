@@ -8,7 +8,14 @@ from pathlib import Path
 from vesuvius_data.cli import user_errors
 
 from .checkpoint import load_checkpoint
-from .config import apply_overrides, check_names, config_from_dict, describe_keys, load_config
+from .config import (
+    apply_overrides,
+    check_names,
+    config_from_dict,
+    config_path,
+    describe_keys,
+    load_config,
+)
 from .train import __doc__ as TRAIN_DOC
 from .train import train
 
@@ -56,11 +63,25 @@ def main(argv: list[str] | None = None) -> int:
     if resume and overwrite:
         raise ValueError("--resume continues a run and --overwrite deletes it: pass one")
     if resume:
-        cfg = config_from_dict(load_checkpoint(resume)["config"])
+        try:
+            cfg = config_from_dict(load_checkpoint(resume)["config"])
+        except (TypeError, KeyError, AttributeError, ValueError) as e:
+            if str(resume) in str(e):
+                raise
+            raise ValueError(f"{resume}: its config does not load ({e})") from None
         cfg.out = str(Path(resume) if Path(resume).is_dir() else Path(resume).parent)
     else:
         cfg = load_config(config)
-    cfg = check_names(apply_overrides(cfg, overrides))  # every name, before any data work
+    try:
+        checked = check_names(apply_overrides(cfg, overrides))  # every name, before data work
+    except ValueError as e:
+        if config is not None and not resume:  # name the file when the value came from it
+            try:
+                check_names(cfg)
+            except ValueError:
+                raise ValueError(f"{config_path(config)}: {e}") from None
+        raise
+    cfg = checked
     return train(cfg, resume=resume, overwrite=overwrite)
 
 

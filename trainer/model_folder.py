@@ -122,7 +122,11 @@ def load_models(paths: Sequence[str | os.PathLike[str]], trust: bool = False) ->
     stored: list[tuple[Postprocessing | None, str]] = []
     for path in members:
         ck = load_checkpoint(path, trust)
-        model, p = model_of_checkpoint(ck)
+        try:
+            model, p = model_of_checkpoint(ck)
+        except (RuntimeError, TypeError, KeyError, ValueError) as e:  # torn weights or config
+            raise ValueError(f"{path}: its model does not load ({type(e).__name__}: "
+                             f"{str(e).splitlines()[0][:200]})") from e
         if patch is not None and p != patch:
             raise ValueError(f"{path}: patch size {p}, but {first} has {patch}; the models of "
                              "an ensemble predict the same windows, so they share one size")

@@ -16,10 +16,57 @@ MIN_BALANCED_ACCURACY = 0.80  # foreground and background separated
 
 
 def read_metrics(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """A run's epoch records, each checked to hold what the verdict and the report read; a
+    damaged line is an error naming the file and the line."""
     path = Path(run_dir) / "metrics.jsonl"
     if not path.is_file():
         raise FileNotFoundError(f"no metrics.jsonl in {run_dir}")
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: unreadable ({type(e).__name__}: {e})") from None
+    records = []
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            problem = _record_problem(record, records[0] if records else None)
+        except ValueError as e:
+            problem = f"not JSON ({e})"
+        if problem:
+            raise ValueError(f"{path}: line {i} is not an epoch record the trainer writes: "
+                             f"{problem}")
+        records.append(record)
+    return records
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _record_problem(record: Any, first: dict[str, Any] | None) -> str | None:
+    """What is wrong with one metrics.jsonl record, or None."""
+    if not isinstance(record, dict):
+        return "not a JSON object"
+    bad = [k for k in ("epoch", "train_loss", "val_loss", "lr") if not _number(record.get(k))]
+    bad += [k for k in ("score", "dice") if record.get(k) is not None
+            and not _number(record[k])]
+    for group, keys in (("train", ("pred_fg", "label_fg")),
+                        ("val", ("fg_recall", "bg_recall", "balanced_accuracy"))):
+        values = record.get(group)
+        if not isinstance(values, dict) or not all(_number(values.get(k)) for k in keys):
+            bad.append(group)
+    terms = record.get("terms")
+    if not isinstance(terms, dict) or not all(_number(v) for v in terms.values()) or (
+            first is not None and set(terms) != set(first["terms"])):
+        bad.append("terms")
+    comp = record.get("competition")
+    if comp is not None and not (isinstance(comp, dict) and _number(comp.get("score"))):
+        bad.append("competition")
+    if not isinstance(record.get("alarms", []), list):
+        bad.append("alarms")
+    return f"missing or wrong {', '.join(bad)}" if bad else None
 
 
 def verdict(records: list[dict[str, Any]]) -> dict[str, Any]:

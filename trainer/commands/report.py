@@ -72,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None, help="PNG path (default: FIRST_RUN/report.png)")
     args = ap.parse_args(argv)
     runs = {Path(r).name: read_metrics(r) for r in args.runs}
+    for run, recs in zip(args.runs, runs.values(), strict=True):
+        if not recs:
+            raise ValueError(f"{Path(run) / 'metrics.jsonl'}: no epochs recorded yet")
     for name, recs in runs.items():
         print(f"{name}: {len(recs)} epochs")
         print(format_verdict(verdict(recs)))

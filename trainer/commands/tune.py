@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
                            args.split_seeds, args.min_components, args.dust_connectivities,
                            args.plug, args.patch_areas, args.max_cavities)
     prob_src, label_src = volume_handles(args.probabilities), volume_handles(args.labels)
-    ids = pair_ids(prob_src, label_src)
+    ids = pair_ids(prob_src, label_src, args.probabilities, args.labels)
     probs = {vid: decode_probabilities(prob_src[vid].read()) for vid in ids}
     labels = {vid: label_src[vid].read() for vid in ids}
     for vid in ids:

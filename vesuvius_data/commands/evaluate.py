@@ -29,10 +29,11 @@ def _score_one(vid: str, pred_src: VolumeHandle, label_src: VolumeHandle,
                tau: float) -> VolumeScore:
     pred, label = pred_src.read(), label_src.read()
     if pred.shape != label.shape:
-        raise ValueError(f"{vid}: prediction {pred.shape} and label {label.shape} differ in shape")
+        raise ValueError(f"{pred_src.name}: prediction {pred.shape} and label {label.shape} "
+                         f"({label_src.name}) differ in shape")
     bad = np.setdiff1d(np.unique(label), [0, 1, 2])
     if bad.size:
-        raise ValueError(f"{vid}: label values {bad.tolist()} outside 0/1/2")
+        raise ValueError(f"{label_src.name}: label values {bad.tolist()} outside 0/1/2")
     # a store that recorded the voxel size scores in its unit (tau too); else in voxels
     return score_volume(pred, label, tau=tau, spacing=label_src.spacing() or (1.0, 1.0, 1.0))
 
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
                     "store records a voxel spacing)")
     args = ap.parse_args(argv)
     preds, labels = volume_handles(args.pred), volume_handles(args.labels)
-    ids = pair_ids(preds, labels)
+    ids = pair_ids(preds, labels, args.pred, args.labels)
     scores: dict[str, VolumeScore] = {}
     with tqdm(total=len(ids), desc="score", unit="vol", disable=None) as bar:
         if args.workers > 1:

@@ -59,6 +59,7 @@ class VolumeSource:
     scroll_id: str | None = None
     generation: str | None = None  # changes whenever the volume's data are rewritten
     census: LabelCensus | None = None  # what the store counted at write, checked by the build
+    location: str | None = None  # the store it lives in, for messages
 
 
 def sources_from_store(store: VolumeStore, volume_ids: Sequence[str] | None = None,
@@ -73,7 +74,7 @@ def sources_from_store(store: VolumeStore, volume_ids: Sequence[str] | None = No
     for vid in volume_ids if volume_ids is not None else store.ids():
         info = store.info(vid)
         out.append(VolumeSource(vid, store.label(vid, block), store.image(vid, block),
-                                info.scroll_id, info.generation, info.census))
+                                info.scroll_id, info.generation, info.census, store.location))
     return out
 
 
@@ -244,10 +245,12 @@ def _check_census(src: VolumeSource, totals: dict[str, int]) -> None:
     read = {"surface": totals["surface"], "labeled": totals["labeled"]}
     stored = {"surface": c.foreground, "labeled": c.labeled}
     if read != stored:
-        raise ValueError(f"volume {src.volume_id}: the index read {read['surface']} surface and "
+        store = src.location or "STORE"
+        raise ValueError(f"volume {src.volume_id} of {store}: the index read "
+                         f"{read['surface']} surface and "
                          f"{read['labeled']} labeled voxels, but the store's census from ingest "
                          f"says {stored['surface']} and {stored['labeled']}: the volume's data "
-                         "changed after it was written (run vesuvius-verify STORE --deep, then "
+                         f"changed after it was written (run vesuvius-verify {store} --deep, then "
                          f"re-ingest volume {src.volume_id!r})")
 
 

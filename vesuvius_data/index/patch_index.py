@@ -89,6 +89,26 @@ class IndexParams:
                    LabelSpec.from_dict(d["label_spec"]), int(d["air_threshold"]))
 
 
+def _table_problem(columns: dict[str, np.ndarray], params: IndexParams,
+                   volumes: Any) -> str | None:
+    """What is wrong with a loaded patch table, or None: every later reader (samplers, the
+    loader's corners) trusts these columns' kinds and the volume codes' range."""
+    if not isinstance(volumes, dict) or not all(
+            isinstance(v, dict) and isinstance(v.get("shape"), list) and len(v["shape"]) == 3
+            for v in volumes.values()):
+        return "its volume list is damaged"
+    for name in ("volume", "gz", "gy", "gx", *params.count_columns):
+        col = columns.get(name)
+        if col is None or col.ndim != 1 or col.dtype.kind not in "iu":
+            return f"column {name!r} is missing or not a 1-D integer column"
+    n = len(columns["volume"])
+    if any(len(col) != n for col in columns.values()):
+        return "its columns differ in length"
+    if n and int(columns["volume"].max()) >= len(volumes):
+        return f"volume codes reach {int(columns['volume'].max())}, it lists {len(volumes)}"
+    return None
+
+
 def default_stride(patch: int | tuple[int, ...]) -> int | tuple[int, ...]:
     """The index grid step when none is given: half the patch (at least 1), so every voxel
     lies in 8 candidate patches and a patch can start on any half-patch boundary."""
@@ -255,8 +275,15 @@ class PatchIndex:
         if not {"params", "volumes"} <= set(meta):
             raise ValueError(f"{path}: not a PatchIndex (its metadata lacks params and volumes); "
                              "rebuild it with vesuvius-index")
-        return cls(columns, IndexParams.from_json(meta["params"]), meta["volumes"],
-                   meta.get("meta"))
+        try:
+            params = IndexParams.from_json(meta["params"])
+            problem = _table_problem(columns, params, meta["volumes"])
+            if problem is None:
+                return cls(columns, params, meta["volumes"], meta.get("meta"))
+        except (ValueError, TypeError, KeyError, AttributeError, IndexError) as e:
+            problem = f"{type(e).__name__}: {e}"
+        raise ValueError(f"{path}: not a PatchIndex this version wrote ({problem}); rebuild it "
+                         "with vesuvius-index")
 
     def __repr__(self) -> str:
         return (f"PatchIndex(rows={len(self)}, volumes={len(self.volumes)}, "

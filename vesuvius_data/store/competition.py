@@ -58,11 +58,15 @@ def scan_competition(src: str | os.PathLike[str]) -> tuple[list[CompetitionEntry
     for sub in ("train_images", "train_labels"):
         if not (root / sub).is_dir():
             raise FileNotFoundError(f"{root / sub}: missing folder")
-    with open(csv_path, newline="") as f:
-        reader = csv.DictReader(f)
-        if reader.fieldnames is None or "id" not in reader.fieldnames:
-            raise ValueError(f"{csv_path}: needs an 'id' column, has {reader.fieldnames}")
-        rows = [(r["id"].strip(), (r.get("scroll_id") or "").strip() or None) for r in reader]
+    try:
+        with open(csv_path, newline="") as f:
+            reader = csv.DictReader(f)
+            if reader.fieldnames is None or "id" not in reader.fieldnames:
+                raise ValueError(f"{csv_path}: needs an 'id' column, has {reader.fieldnames}")
+            rows = [(str(r["id"] or "").strip(), (r.get("scroll_id") or "").strip() or None)
+                    for r in reader]
+    except (UnicodeDecodeError, csv.Error, AttributeError) as e:  # not text, or not a table
+        raise ValueError(f"{csv_path}: unreadable CSV ({type(e).__name__}: {e})") from None
     images = {p.stem: p for p in (root / "train_images").glob("*.tif")}
     labels = {p.stem: p for p in (root / "train_labels").glob("*.tif")}
     report = IngestReport()

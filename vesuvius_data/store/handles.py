@@ -9,6 +9,7 @@ truncation checks, a damaged zip is named, and store volumes read through ``Chun
 from __future__ import annotations
 
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,12 @@ from .competition import read_tif
 from .volume_store import VolumeStore
 
 __all__ = ["VolumeHandle", "pair_ids", "volume_handles"]
+
+#: What zipfile raises for a damaged archive or member: a flipped bit in a header can also ask
+#: for a compression method that does not exist (NotImplementedError) or a password
+#: (RuntimeError), and a torn deflate stream fails in zlib.
+ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, zlib.error,
+              NotImplementedError, RuntimeError)
 
 
 @dataclass(frozen=True)
@@ -54,7 +61,7 @@ class VolumeHandle:
             try:
                 with _open_zip(self.path) as z:
                     data = z.read(self.member)
-            except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError) as e:
+            except ZIP_ERRORS as e:
                 raise ValueError(f"{name}: unreadable zip member ({type(e).__name__}: {e})"
                                  ) from e
             return read_tif(name, data)
@@ -86,12 +93,14 @@ def _open_zip(path: str | Path) -> zipfile.ZipFile:
         return zipfile.ZipFile(path)
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: file not found") from None
-    except (zipfile.BadZipFile, OSError, EOFError) as e:
+    except ZIP_ERRORS as e:
         raise ValueError(f"{path}: not a readable zip file ({type(e).__name__}: {e})") from e
 
 
-def pair_ids(preds: dict, labels: dict) -> list[str]:
-    """The shared ids; any id on one side only is an error (a missing file would bias a mean)."""
+def pair_ids(preds: dict, labels: dict, pred_source: object = "predictions",
+             label_source: object = "labels") -> list[str]:
+    """The shared ids; any id on one side only is an error (a missing file would bias a mean)
+    that names both sources."""
     missing = sorted(set(labels) - set(preds))
     extra = sorted(set(preds) - set(labels))
     if missing or extra:
@@ -100,5 +109,5 @@ def pair_ids(preds: dict, labels: dict) -> list[str]:
             parts.append(f"no prediction for {len(missing)} label id(s): {missing[:5]}")
         if extra:
             parts.append(f"no label for {len(extra)} prediction id(s): {extra[:5]}")
-        raise ValueError("; ".join(parts))
+        raise ValueError(f"{pred_source} against {label_source}: " + "; ".join(parts))
     return sorted(labels)

@@ -49,6 +49,11 @@ class VolumeInfo:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> VolumeInfo:
+        """Parse a manifest entry; raises ValueError naming the field a damaged one gets wrong
+        (every later reader trusts these types)."""
+        bad = _entry_problems(d)
+        if bad:
+            raise ValueError(f"missing or wrong {', '.join(bad)}")
         census = d.get("census")
         return cls(
             volume_id=d["volume_id"],
@@ -63,6 +68,47 @@ class VolumeInfo:
                 float(x) for x in d["spacing"]),
             intensity=d.get("intensity"),
         )
+
+
+def _entry_problems(d: Any) -> list[str]:
+    if not isinstance(d, dict):
+        return ["entry (not a JSON object)"]
+
+    def optional(key: str, kind: type | tuple[type, ...]) -> bool:
+        return d.get(key) is None or isinstance(d[key], kind)
+
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    def count(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+    bad = [k for k in ("volume_id",) if not isinstance(d.get(k), str)]
+    shape = d.get("shape")
+    if not (isinstance(shape, list) and len(shape) == 3 and all(count(n) and n > 0
+                                                                 for n in shape)):
+        bad.append("shape")
+    bad += [k for k in ("scroll_id", "source", "generation") if not optional(k, str)]
+    census = d.get("census")
+    if census is not None and not (isinstance(census, dict) and all(
+            count(census.get(k)) for k in ("background", "foreground", "ignore")) and all(
+            count(v) for v in (census.get("classes") or {}).values())):
+        bad.append("census")
+    if not optional("external", dict) or not all(
+            isinstance(v, str) for v in (d.get("external") or {}).values()):
+        bad.append("external")
+    if not optional("derived", dict) or not all(
+            isinstance(v, dict) for v in (d.get("derived") or {}).values()):
+        bad.append("derived")
+    spacing = d.get("spacing")
+    if spacing is not None and not (isinstance(spacing, list) and len(spacing) == 3
+                                    and all(number(x) and x > 0 for x in spacing)):
+        bad.append("spacing")
+    intensity = d.get("intensity")
+    if intensity is not None and not (isinstance(intensity, dict)
+                                      and all(number(v) for v in intensity.values())):
+        bad.append("intensity")
+    return bad
 
 
 def is_url(path: str) -> bool:

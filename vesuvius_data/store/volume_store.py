@@ -62,6 +62,12 @@ _MANIFEST_KEY = "vesuvius_data"
 _FORMAT_VERSION = 1
 
 
+#: What zarr and json raise for a damaged zarr.json (a value of the wrong type fails deep
+#: inside zarr's parsers as any of these).
+METADATA_ERRORS = (ValueError, TypeError, KeyError, AttributeError, OverflowError,
+                   IndexError, NotImplementedError)
+
+
 def _require_group(parent: zarr.Group, name: str) -> zarr.Group:
     """``parent.require_group(name)`` safe against a concurrent creator: zarr checks, then
     creates, so a torchrun rank or Dask task that creates the group in between makes the
@@ -92,8 +98,27 @@ class VolumeStore:
         self._location = location
         self._lock = threading.Lock()
         self._meta: dict[str, Any] = meta
-        self.label_spec = LabelSpec.from_dict(meta["label_spec"])
-        self.chunks: tuple[int, int, int] = tuple(meta["chunks"])  # type: ignore[assignment]
+        try:  # every later read trusts the manifest: a damaged one is named here, once
+            self.label_spec = LabelSpec.from_dict(meta["label_spec"])
+            chunks = meta["chunks"]
+            if not (isinstance(chunks, list) and len(chunks) == 3
+                    and all(isinstance(c, int) and c > 0 for c in chunks)):
+                raise ValueError(f"chunks {chunks!r} are not three positive ints")
+            if not isinstance(meta["volumes"], dict):
+                raise ValueError("its volume list is not a mapping")
+            for vid, entry in meta["volumes"].items():
+                try:
+                    VolumeInfo.from_json(entry)
+                except METADATA_ERRORS as e:
+                    raise ValueError(f"volume {vid!r}: {e}") from None
+        except METADATA_ERRORS as e:
+            raise ValueError(f"{self._metadata_file()}: damaged store manifest "
+                             f"({type(e).__name__}: {str(e)[:200]})") from None
+        self.chunks: tuple[int, int, int] = tuple(chunks)  # type: ignore[assignment]
+
+    def _metadata_file(self, *parts: str) -> str:
+        """The zarr.json of the store's root (or of the node ``parts``), for messages."""
+        return os.path.join(self._location, *parts, "zarr.json")
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -164,7 +189,7 @@ class VolumeStore:
             group = zarr.open_group(path_or_url, mode="r" if mode == "r" else "r+")
         except FileNotFoundError as e:
             raise FileNotFoundError(f"no zarr group at {location}") from e
-        except (ValueError, TypeError, KeyError) as e:  # a damaged zarr.json: JSON or metadata
+        except METADATA_ERRORS as e:  # a damaged zarr.json: JSON or metadata
             raise ValueError(f"{location}: unreadable store metadata "
                              f"({os.path.join(location, 'zarr.json')}: {type(e).__name__}: "
                              f"{str(e)[:200]})") from None
@@ -198,10 +223,20 @@ class VolumeStore:
         info = self.info(volume_id)
         if role in info.external:
             return zarr.open_array(info.external[role], mode="r")
+        node = f"volumes/{info.volume_id}/{role}"
         try:
-            return self._group[f"volumes/{info.volume_id}/{role}"]  # type: ignore[return-value]
+            arr = self._group[node]
         except KeyError:
-            raise KeyError(f"volume {volume_id!r} has no {role!r} array") from None
+            raise KeyError(f"volume {volume_id!r} of {self._location} has no {role!r} array "
+                           f"({self._metadata_file(node)}: missing or not a file)") from None
+        except METADATA_ERRORS as e:
+            raise ValueError(f"{self._metadata_file(node)}: unreadable array metadata "
+                             f"({type(e).__name__}: {str(e)[:200]})") from None
+        if not isinstance(arr, zarr.Array) or tuple(arr.shape) != info.shape:
+            what = f"shape {tuple(arr.shape)}" if isinstance(arr, zarr.Array) else "a group"
+            raise ValueError(f"{self._metadata_file(node)}: {what}, but the store's manifest "
+                             f"says volume {volume_id!r} is {info.shape}")
+        return arr
 
     def array(self, volume_id: str, role: str) -> FastArray:
         """A volume's ``role`` as a numpy-indexable array whose reads are checked: a missing or
