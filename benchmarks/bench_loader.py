@@ -1,6 +1,7 @@
 """Patch loading throughput and memory against what users would pick instead; prints JSON.
 
     python benchmarks/bench_loader.py [--volumes 4] [--patches 160] [--skip-memory]
+                                      [--throughput-only]
 
 All in one run, batch 2, 2 workers unless said otherwise:
 - throughput at 128^3 and 64^3 patches on the same synthetic 320^3 volumes:
@@ -8,6 +9,11 @@ All in one run, batch 2, 2 workers unless said otherwise:
     patches/s and read amplification (bytes decoded / bytes delivered), with the default
     512 MiB shared chunk cache (which holds this small dataset) and with 32 MiB (which does
     not; 128^3 only);
+  - ours delivering uint8 (``normalize_on="device"``: the GPU z-scores the batch), and the
+    cost of that z-score if a CPU had to do it;
+  - the in-memory limit: the same rows' windows sliced from numpy arrays already in RAM,
+    z-scored by the same kernel (and not, for the uint8 limit), collated into one buffer, by
+    the same 2 forked workers: what any loader of this machine can reach;
   - raw: random 128^3 windows (image + label) sliced from the same zarr arrays, one process;
   - torchio, tuned as its docs advise: ``tio.Queue`` + ``LabelSampler`` over *uncompressed*
     NIfTI, 8 samples per volume, ``SubjectsLoader``;
@@ -83,9 +89,11 @@ def _memory() -> dict:
 
 
 def _ours(store_path: Path, index: PatchIndex, n: int, cache_bytes: int = 512 * 2**20, *,
-          workers: int = 2, shared: bool = True, memory: bool = False) -> dict:
+          workers: int = 2, shared: bool = True, memory: bool = False,
+          normalize_on: str = "workers") -> dict:
     loader = make_loader(store_path, index, "balanced", batch_size=2, num_workers=workers,
-                         seed=0, samples_per_epoch=10**7, cache_bytes=cache_bytes)
+                         seed=0, samples_per_epoch=10**7, cache_bytes=cache_bytes,
+                         normalize_on=normalize_on)
     if not shared:  # the per-worker LRU of cache_bytes each, as before the shared cache
         loader.dataset.shared_cache = None
     patch_bytes = int(np.prod(index.params.patch_size)) * 2  # uint8 image + label
@@ -106,6 +114,52 @@ def _ours(store_path: Path, index: PatchIndex, n: int, cache_bytes: int = 512 * 
     if loader.loader._iterator is not None:  # persistent workers: stop them before the next
         loader.loader._iterator._shutdown_workers()
     return out
+
+
+class _InMemoryWindows:
+    """The physical limit of a loader: the same index rows' windows sliced from numpy arrays
+    already in RAM (inherited by forked workers), z-scored by the same numba kernel (or not,
+    for the stored-dtype path), collated into one shared buffer as ours does."""
+
+    def __init__(self, volumes: dict[str, tuple[np.ndarray, np.ndarray]], index: PatchIndex,
+                 normalize: bool) -> None:
+        self.volumes, self.normalize = volumes, normalize
+        self.ids, self.codes, self.corners = index.volume_ids, index.volume, index.corners
+        self.P = index.params.patch_size[0]
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def __getitem__(self, item: tuple[int, int]) -> dict:
+        import torch
+
+        from vesuvius_data.normalize import _zscore
+
+        row = item[0]
+        image, label = self.volumes[self.ids[self.codes[row]]]
+        z, y, x = self.corners[row]
+        box = np.s_[z:z + self.P, y:y + self.P, x:x + self.P]
+        img = _zscore(image[box]) if self.normalize else np.ascontiguousarray(image[box])
+        return {"image": torch.from_numpy(img[None]),
+                "label": torch.from_numpy(np.ascontiguousarray(label[box])[None])}
+
+
+def _limit(volumes: dict, index: PatchIndex, n: int, normalize: bool = True) -> dict:
+    """Patches/s of ``_InMemoryWindows`` under the same sampler, batch and worker count."""
+    from torch.utils.data import DataLoader
+
+    from vesuvius_data.loader import RowSampler, collate_patches, unpack_batch
+
+    sampler = RowSampler(make_strategy("balanced", index), 10**7, seed=0, window=64)
+    loader = DataLoader(_InMemoryWindows(volumes, index, normalize), batch_size=2,
+                        sampler=sampler, num_workers=2, persistent_workers=True,
+                        collate_fn=collate_patches, multiprocessing_context="fork")
+
+    def batches():
+        for b in map(unpack_batch, loader):
+            yield b["image"].shape[0]
+
+    return _rate(batches, n)
 
 
 def _raw(store: VolumeStore, index: PatchIndex, n: int) -> dict:
@@ -274,10 +328,34 @@ def _draw_speed() -> dict:
     return out
 
 
-def _throughput(tmp: Path, store: VolumeStore, nifti: list, patch: int, n: int) -> dict:
+def _device_normalisation_cost(patch: int) -> dict:
+    """Milliseconds to z-score one uint8 batch of 2 with ``DeviceNormalizer`` here (CPU, one
+    process): what the consumer pays when no GPU does it."""
+    import torch
+
+    from vesuvius_data.normalize import DeviceNormalizer
+
+    x = torch.randint(0, 256, (2, 1, patch, patch, patch), dtype=torch.uint8)
+    norm = DeviceNormalizer("zscore")
+    norm(x)
+    times = []
+    for _ in range(5):
+        t = time.perf_counter()
+        norm(x)
+        times.append(time.perf_counter() - t)
+    return {"ms_per_batch_on_this_cpu": statistics.median(times) * 1e3}
+
+
+def _throughput(tmp: Path, store: VolumeStore, nifti: list, patch: int, n: int,
+                volumes: dict) -> dict:
     index = build_index(store, patch, 32, progress=False)
     out: dict = {"setup": {"patch": patch, "index_stride": 32, "rows": len(index)},
-                 "ours": _ours(tmp / "s.zarr", index, n)}
+                 "ours": _ours(tmp / "s.zarr", index, n),
+                 "in_memory_limit": _limit(volumes, index, n),
+                 "ours_uint8_normalised_on_device": _ours(tmp / "s.zarr", index, n,
+                                                          normalize_on="device"),
+                 "in_memory_limit_uint8": _limit(volumes, index, n, normalize=False),
+                 "device_normalisation_if_on_cpu": _device_normalisation_cost(patch)}
     if patch == 128:
         # a cache far smaller than the data (2 x 131 MB here): what scroll scale looks like
         out["ours_cache_32mib"] = _ours(tmp / "s.zarr", index, n, 32 * 2**20)
@@ -286,9 +364,16 @@ def _throughput(tmp: Path, store: VolumeStore, nifti: list, patch: int, n: int) 
     out["torchio_tuned"] = _torchio(nifti, patch, max(n * min(scale, 4) // 8, 16))
     out["monai_tuned"] = _monai(nifti, patch, max(n * min(scale, 4) // 4, 20))
     ours = out["ours"]["patches_per_s"]
-    out["ratios"] = {"ours_over_torchio": ours / out["torchio_tuned"]["patches_per_s"]}
+    uint8 = out["ours_uint8_normalised_on_device"]["patches_per_s"]
+    out["ratios"] = {"ours_over_torchio": ours / out["torchio_tuned"]["patches_per_s"],
+                     "ours_over_in_memory_limit": ours / out["in_memory_limit"]["patches_per_s"],
+                     "ours_uint8_over_in_memory_limit_uint8":
+                         uint8 / out["in_memory_limit_uint8"]["patches_per_s"],
+                     "ours_uint8_over_ours_float32": uint8 / ours}
     if "patches_per_s" in out["monai_tuned"]:
-        out["ratios"]["ours_over_monai"] = ours / out["monai_tuned"]["patches_per_s"]
+        monai = out["monai_tuned"]["patches_per_s"]
+        out["ratios"]["ours_over_monai"] = ours / monai
+        out["ratios"]["ours_uint8_over_monai"] = uint8 / monai
     if "raw_zarr_windows_one_process" in out:
         out["ratios"]["ours_over_raw_reads"] = ours / out["raw_zarr_windows_one_process"][
             "patches_per_s"]
@@ -331,16 +416,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--volumes", type=int, default=4)
     ap.add_argument("--patches", type=int, default=160, help="patches per timed round")
     ap.add_argument("--skip-memory", action="store_true")
+    ap.add_argument("--throughput-only", action="store_true",
+                    help="only the 128^3 and 64^3 throughput sections")
     args = ap.parse_args(argv)
     import nibabel as nib
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_loader_"))
     try:
         store = VolumeStore.create(tmp / "s.zarr")
-        nifti = []
+        nifti, volumes = [], {}
         for i in range(args.volumes):
             image, label = make_volume((320, 320, 320), seed=i)
             store.add_volume(f"v{i}", image, label)
+            volumes[f"v{i}"] = (image, label)
             paths = (tmp / f"v{i}_image.nii", tmp / f"v{i}_label.nii")  # uncompressed: faster
             for path, data in zip(paths, (image, label), strict=True):
                 nib.save(nib.Nifti1Image(data, np.eye(4)), path)
@@ -349,12 +437,14 @@ def main(argv: list[str] | None = None) -> int:
                                    "batch_size": 2, "workers": 2}}
         for patch in (128, 64):
             results[f"patch_{patch}"] = _throughput(tmp, store, nifti, patch,
-                                                    args.patches * (128 // patch))
-        results["four_classes_int16"] = _multiclass_section(
-            tmp, args.volumes, args.patches * 2, results["patch_64"]["ours"]["patches_per_s"])
-        if not args.skip_memory:
-            results["memory_64_volumes"] = _memory_section(tmp, args.patches * 2)
-        results["strategy_draws_at_1e6_rows"] = _draw_speed()
+                                                    args.patches * (128 // patch), volumes)
+        if not args.throughput_only:
+            results["four_classes_int16"] = _multiclass_section(
+                tmp, args.volumes, args.patches * 2,
+                results["patch_64"]["ours"]["patches_per_s"])
+            if not args.skip_memory:
+                results["memory_64_volumes"] = _memory_section(tmp, args.patches * 2)
+            results["strategy_draws_at_1e6_rows"] = _draw_speed()
         print(json.dumps(results, indent=1))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -286,3 +286,35 @@ def test_worker_batches_arrive_whole_in_one_buffer(indexed):
         for k in b:
             assert a[k].dtype == b[k].dtype and a[k].shape == b[k].shape, k
             assert torch.equal(a[k], b[k]), k
+
+
+@pytest.mark.parametrize("normalize", ["zscore", "unit", "window:20,200"])
+def test_stored_dtype_batches_normalised_on_the_device_equal_worker_batches(indexed,
+                                                                            normalize):
+    """normalize_on="device": uint8 images through the workers (a quarter of the bytes), the
+    same float32 batches once to_device has normalised them; labels untouched."""
+    store, index = indexed
+    kw = {"batch_size": 3, "seed": 4, "samples_per_epoch": 9, "normalize": normalize}
+    ref = list(make_loader(store, index, "balanced", num_workers=0, **kw))
+    loader = make_loader(store, index, "balanced", num_workers=2, normalize_on="device", **kw)
+    got = list(loader)
+    assert len(got) == len(ref) == 3
+    for a, b in zip(ref, got, strict=True):
+        assert b["image"].dtype == torch.uint8 and b["image"].shape == a["image"].shape
+        moved = loader.to_device(b, "cpu")
+        assert moved["image"].dtype == torch.float32
+        torch.testing.assert_close(moved["image"], a["image"], atol=2e-6, rtol=0)
+        assert torch.equal(moved["label"], a["label"]) and torch.equal(moved["row"], a["row"])
+
+
+def test_device_transform_runs_after_device_normalisation(indexed):
+    store, index = indexed
+    kw = {"batch_size": 2, "num_workers": 0, "seed": 1, "samples_per_epoch": 2}
+    loader = make_loader(store, index, "uniform", normalize_on="device",
+                         device_transform=lambda x, seeds: x * 0 + x.mean(), **kw)
+    batch = loader.to_device(next(iter(loader)), "cpu")
+    assert abs(float(batch["image"][0, 0, 0, 0, 0])) < 1e-5  # z-scored first: mean 0
+    with pytest.raises(ValueError, match="normalize_on='device'"):
+        make_loader(store, index, "uniform", device_transform=lambda x, s: x, **kw)
+    with pytest.raises(ValueError, match="normalize_on must be one of workers, device"):
+        make_loader(store, index, "uniform", normalize_on="gpu", **kw)

@@ -12,7 +12,14 @@ import yaml
 from trainer.checkpoint import load_checkpoint
 from trainer.cli import main
 from trainer.commands import report
-from trainer.config import Config, apply_overrides, config_from_dict, config_to_yaml, load_config
+from trainer.config import (
+    Config,
+    apply_overrides,
+    check_names,
+    config_from_dict,
+    config_to_yaml,
+    load_config,
+)
 from trainer.folds import split_folds
 from trainer.health import Confusion, HealthMonitor
 from trainer.schedule import learning_rate
@@ -394,3 +401,23 @@ def test_sgd_is_nesterov_from_the_registry():
     opt = build_optimizer("sgd", p, 0.1, 0.0)
     assert isinstance(opt, torch.optim.SGD) and opt.defaults["nesterov"]
     assert set(OPTIMIZERS) == {"adamw", "sgd"}
+
+
+def test_normalising_on_the_device_trains_the_same_numbers(four_scrolls, tmp_path):
+    """normalize_on: device (the default on CUDA) hands the trainer uint8 patches and
+    normalises them after the move: with augmentation off, the same losses as the workers'
+    float32 patches, to float rounding."""
+    from trainer.data import normalize_on
+
+    runs = {}
+    for on in ("workers", "device"):
+        cfg = tiny(four_scrolls, tmp_path / on, normalize_on=on, epochs=1)
+        assert train(cfg, log=lambda s: None) == 0
+        runs[on] = read_metrics(tmp_path / on)[0]
+    for key in ("train_loss", "val_loss"):
+        assert runs["device"][key] == pytest.approx(runs["workers"][key], rel=1e-5), key
+    cfg = tiny(four_scrolls, tmp_path / "x")
+    assert normalize_on(cfg, torch.device("cuda")) == "device"
+    assert normalize_on(cfg, torch.device("cpu")) == "workers"
+    with pytest.raises(ValueError, match="normalize_on must be auto, workers or device"):
+        check_names(config_from_dict({"normalize_on": "gpu"}, cfg))

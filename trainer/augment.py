@@ -1,4 +1,7 @@
-"""Augmentation from one strength knob, as torchio transforms run in the loader's workers.
+"""Augmentation from one strength knob: torchio transforms in the loader's workers, or, when
+the loader hands over stored-dtype patches to be normalised on the GPU, geometry in the
+workers and the intensity transforms on the device (``DeviceIntensity``, one batch at a time,
+each sample seeded by its item as in the workers).
 
 Geometry only by the cube's exact symmetries (flips, axis permutations), and intensity:
 contrast, a smooth bias field, gamma, partial-volume blur and noise, so that a model trained on
@@ -43,11 +46,44 @@ class RandomGammaNoise(RandomTransform, tio.IntensityTransform):
         std = float(torch.empty(1).uniform_(0, self.noise_std))
         for image in self.get_images(subject):
             x = image.data.float()
-            lo, hi = x.min(), x.max()
-            span = (hi - lo).clamp(min=1e-6)
-            x = ((x - lo) / span) ** gamma * span + lo
-            image.set_data(x + std * torch.randn_like(x))
+            image.set_data(gamma_noise(x, gamma, std * torch.randn_like(x)))
         return subject
+
+
+def gamma_noise(x: torch.Tensor, gamma: float, noise: torch.Tensor) -> torch.Tensor:
+    """Gamma on the sample's intensity range, then additive ``noise``."""
+    lo, hi = x.min(), x.max()
+    span = (hi - lo).clamp(min=1e-6)
+    return ((x - lo) / span) ** gamma * span + lo + noise
+
+
+def bias_contrast(x: torch.Tensor, contrast: float, coarse: torch.Tensor) -> torch.Tensor:
+    """Contrast around the sample's mean, then the multiplicative field that ``coarse``
+    (1, 1, 3, 3, 3) interpolates to the sample's shape (C, D, H, W)."""
+    mean = x.mean()
+    x = (x - mean) * contrast + mean
+    field = 1.0 + F.interpolate(coarse.to(x.device, x.dtype), size=x.shape[1:],
+                                mode="trilinear", align_corners=True)[0]
+    lo = x.min()
+    return (x - lo) * field + lo
+
+
+def gaussian_blur(x: torch.Tensor, sigmas: list[float]) -> torch.Tensor:
+    """Separable Gaussian blur of a (C, D, H, W) sample, one sigma per axis (voxels),
+    kernels truncated at 3 sigma, edges replicated."""
+    for axis, sigma in enumerate(sigmas):
+        radius = int(3 * sigma + 0.5)
+        if radius < 1:
+            continue
+        t = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
+        kernel = torch.exp(-0.5 * (t / sigma) ** 2)
+        shape = [1, 1, 1, 1, 1]
+        shape[2 + axis] = kernel.numel()
+        pad = [0, 0, 0, 0, 0, 0]
+        pad[2 * (2 - axis):2 * (2 - axis) + 2] = [radius, radius]
+        y = F.pad(x[:, None], pad, mode="replicate")
+        x = F.conv3d(y, (kernel / kernel.sum()).view(shape))[:, 0]
+    return x
 
 
 class RandomBiasContrast(RandomTransform, tio.IntensityTransform):
@@ -62,31 +98,62 @@ class RandomBiasContrast(RandomTransform, tio.IntensityTransform):
         contrast = float(torch.empty(1).uniform_(-self.log_contrast, self.log_contrast).exp())
         coarse = torch.empty(1, 1, 3, 3, 3).uniform_(-self.bias, self.bias)
         for image in self.get_images(subject):
-            x = image.data.float()
-            mean = x.mean()
-            x = (x - mean) * contrast + mean
-            field = 1.0 + F.interpolate(coarse, size=x.shape[1:], mode="trilinear",
-                                        align_corners=True)[0]
-            lo = x.min()
-            image.set_data((x - lo) * field + lo)
+            image.set_data(bias_contrast(image.data.float(), contrast, coarse))
         return subject
 
 
-def build_augmentation(strength: float) -> tio.Compose | None:
-    """Flips and axis permutations (the 48 symmetries of a cube); contrast, bias field, blur,
-    gamma and noise.
+def build_augmentation(strength: float, intensity: bool = True) -> tio.Compose | None:
+    """Flips and axis permutations (the 48 symmetries of a cube); with ``intensity``,
+    contrast, bias field, blur, gamma and noise (``DeviceIntensity`` runs those on the GPU
+    instead).
 
     ``strength`` scales every magnitude and probability; 0 turns augmentation off.
     """
     if strength <= 0:
         return None
     s = float(strength)
+    geometry = [tio.RandomFlip(axes=(0, 1, 2), flip_probability=min(0.5, 0.5 * s)),
+                RandomAxisPermutation(p=min(1.0, 0.5 * s))]
+    if not intensity:
+        return tio.Compose(geometry)
     return tio.Compose([
-        tio.RandomFlip(axes=(0, 1, 2), flip_probability=min(0.5, 0.5 * s)),
-        RandomAxisPermutation(p=min(1.0, 0.5 * s)),
+        *geometry,
         RandomBiasContrast(log_contrast=0.4 * s, bias=0.3 * s, p=min(1.0, 0.5 * s),
                            include=["image"]),
         tio.RandomBlur(std=(0.0, 0.8 * s), p=min(1.0, 0.2 * s), include=["image"]),
         RandomGammaNoise(log_gamma=0.3 * s, noise_std=0.1 * s, p=min(1.0, 0.3 * s),
                          include=["image"]),
     ])
+
+
+class DeviceIntensity:
+    """``build_augmentation``'s intensity transforms, same magnitudes and probabilities, on a
+    normalised batch on its device; each sample's draws come from its item's seed, so a run
+    (and its resume) sees the same augmentation with any number of workers."""
+
+    def __init__(self, strength: float) -> None:
+        self.s = float(strength)
+
+    def __call__(self, x: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
+        return torch.stack([self._one(sample, int(seed)) for sample, seed in zip(
+            x, seeds.tolist(), strict=True)])
+
+    def _one(self, x: torch.Tensor, seed: int) -> torch.Tensor:
+        s = self.s
+        params = torch.Generator().manual_seed(seed ^ 0x5EED)  # not the workers' draws
+
+        def uniform(lo: float, hi: float, *shape: int) -> torch.Tensor:
+            return torch.empty(shape or (1,)).uniform_(lo, hi, generator=params)
+
+        if float(uniform(0, 1)) < min(1.0, 0.5 * s):
+            x = bias_contrast(x, float(uniform(-0.4 * s, 0.4 * s).exp()),
+                              uniform(-0.3 * s, 0.3 * s, 1, 1, 3, 3, 3))
+        if float(uniform(0, 1)) < min(1.0, 0.2 * s):
+            x = gaussian_blur(x, uniform(0.0, 0.8 * s, 3).tolist())
+        if float(uniform(0, 1)) < min(1.0, 0.3 * s):
+            gamma = float(uniform(-0.3 * s, 0.3 * s).exp())
+            std = float(uniform(0, 0.1 * s))
+            noise = torch.Generator(device=x.device).manual_seed(seed ^ 0x401E)
+            x = gamma_noise(x, gamma, std * torch.randn(x.shape, generator=noise,
+                                                         device=x.device, dtype=x.dtype))
+        return x

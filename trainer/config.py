@@ -44,6 +44,7 @@ class Config:
     val_volumes: list[str] = field(default_factory=list)  # explicit validation ids (no folds)
     num_workers: int = 2  # loader worker processes; 0 = in the training process
     augment: float = 1.0  # augmentation strength; 0 turns it off
+    normalize_on: str = "auto"  # auto | workers | device; auto: device on CUDA (uint8 batches)
     # model
     model: str = "unet"  # unet | resunet
     initial_filters: int = 32  # filters at full resolution, doubling per level (cap 320)
@@ -181,6 +182,8 @@ def load_config(path: str | os.PathLike[str] | None) -> Config:
     p = config_path(path)
     try:
         data = yaml.safe_load(p.read_text()) or {}
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{p}: not a text file ({e})") from None
     except yaml.YAMLError as e:
         where = getattr(e, "problem_mark", None)
         at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
@@ -222,6 +225,9 @@ def check_names(cfg: Config) -> Config:
     if cfg.postprocess_search not in ("full", "quick", "off"):
         raise ValueError(f"postprocess_search must be full, quick or off, got "
                          f"{cfg.postprocess_search!r}")
+    if cfg.normalize_on not in ("auto", "workers", "device"):
+        raise ValueError(f"normalize_on must be auto, workers or device, got "
+                         f"{cfg.normalize_on!r}")
     if cfg.amp not in (*AMP_MODES, True, False):
         raise ValueError(f"amp must be one of {', '.join(AMP_MODES)}, got {cfg.amp!r}")
     if isinstance(cfg.focal_alpha, str) and cfg.focal_alpha != "auto":

@@ -6,17 +6,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
 from vesuvius_data import PatchIndex, VolumeStore, build_index, make_loader
 from vesuvius_data.derived import DERIVED_ROLES, derive_targets
 from vesuvius_data.index import default_index_path, default_stride
 
-from .augment import build_augmentation
+from .augment import DeviceIntensity, build_augmentation
 from .config import Config
 from .distributed import Dist
 
-__all__ = ["prepare_data", "fold_loaders", "volume_rows"]
+__all__ = ["prepare_data", "fold_loaders", "volume_rows", "normalize_on"]
 
 
 def prepare_data(cfg: Config, needs: set[str], d: Dist, log):
@@ -80,11 +81,27 @@ def fold_loaders(cfg: Config, store: VolumeStore, index: PatchIndex, train_ids: 
     the same patches every epoch), each over its own fold's rows only."""
     roles = ("image", "label", *sorted(needs))
     train_index = index.subset(volume_rows(index, train_ids))
+    on = normalize_on(cfg, d.device)
     loader = make_loader(store, train_index, cfg.sampler, cfg.patch_size, cfg.batch_size,
-                         cfg.num_workers, cfg.seed, build_augmentation(cfg.augment),
+                         cfg.num_workers, cfg.seed,
+                         build_augmentation(cfg.augment, intensity=on == "workers"),
                          samples_per_epoch=cfg.iterations_per_epoch * cfg.batch_size,
-                         roles=roles, rank=d.rank, world=d.world, **cfg.sampler_options)
+                         roles=roles, rank=d.rank, world=d.world, normalize_on=on,
+                         device_transform=DeviceIntensity(cfg.augment)
+                         if on == "device" and cfg.augment > 0 else None,
+                         **cfg.sampler_options)
     val_loader = make_loader(store, index.subset(volume_rows(index, val_ids)), "uniform",
                              cfg.patch_size, cfg.batch_size, cfg.num_workers, cfg.seed + 1,
-                             roles=roles, samples_per_epoch=cfg.val_iterations * cfg.batch_size)
+                             roles=roles, samples_per_epoch=cfg.val_iterations * cfg.batch_size,
+                             normalize_on=on)
     return train_index, loader, val_loader
+
+
+def normalize_on(cfg: Config, device: torch.device) -> str:
+    """Where images are normalised: ``auto`` is the GPU when training on CUDA (workers hand
+    over uint8 patches, a quarter of the bytes, and the GPU normalises and augments their
+    intensities in microseconds), the workers on the CPU (where the model's step is the
+    bottleneck and the workers' cores are otherwise idle)."""
+    if cfg.normalize_on != "auto":
+        return cfg.normalize_on
+    return "device" if torch.device(device).type == "cuda" else "workers"

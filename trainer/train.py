@@ -125,6 +125,7 @@ def _train_epoch(run: RunState, step_model, loader, loss_fn: CompoundLoss, store
         wait += time.perf_counter() - tw
         if batch is None:
             break
+        batch = loader.to_device(batch, device)  # normalised there when delivered as uint8
         lr = learning_rate(run.iteration, cfg.learning_rate, warmup_iters, total_iters,
                            cfg.schedule)
         for group in run.optimizer.param_groups:
@@ -169,6 +170,7 @@ def _validate(model, val_loader, loss_fn: CompoundLoss, store: VolumeStore, boxe
     val_loader.set_epoch(0)
     with torch.no_grad():
         for batch in val_loader:
+            batch = val_loader.to_device(batch, device)
             targets = _batch_targets(batch, store, loss_fn.needs(), device)
             with autocast:
                 logits = model(batch["image"].to(device))

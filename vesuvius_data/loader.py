@@ -12,8 +12,12 @@
 
 Item: ``image`` float32 (1, P, P, P), z-scored per patch (mean 0, std 1 over the patch; a flat
 patch becomes all zeros) or normalised as ``normalize`` says (``normalize.py``: ``unit``,
-``ct`` from the store's intensity statistics, ``window:LO,HI``); ``label`` uint8 (1, P, P, P)
-with the ignore value kept; ``row`` (index row), ``location`` (z, y, x corner), ``spacing``
+``ct`` from the store's intensity statistics, ``window:LO,HI``); with
+``normalize_on="device"`` the image stays in its stored dtype (uint8: a quarter of the bytes
+through shared memory and over PCIe) and ``PatchLoader.to_device`` moves a batch and
+normalises it there (with any ``device_transform``, e.g. intensity augmentation, after it);
+``label`` uint8 (1, P, P, P) with the ignore value kept; ``row`` (index row), ``seed`` (the
+item's seed, which seeds its augmentation), ``location`` (z, y, x corner), ``spacing``
 (the volume's voxel size, 1 where unknown) and ``decoded_bytes`` (chunk bytes this item
 decoded, for read amplification).
 Nothing here assumes Vesuvius ids or label values beyond the store's ``LabelSpec``.
@@ -30,13 +34,19 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate, get_worker_info
 
 from .index.patch_index import PatchIndex
-from .normalize import make_normalizer, needs_statistics, pool_intensity
+from .normalize import DeviceNormalizer, make_normalizer, needs_statistics, pool_intensity
 from .sampling import Strategy, make_strategy
 from .shared_chunks import SharedChunkCache
 from .store import VolumeStore
 from .store.chunk_reader import WindowCache
 
-__all__ = ["RowSampler", "PatchDataset", "PatchLoader", "make_loader"]
+__all__ = ["RowSampler", "PatchDataset", "PatchLoader", "make_loader", "NORMALIZE_ON"]
+
+#: where the image is normalised: in the workers (float32 batches) or on the model's device
+#: (batches in the stored dtype; ``PatchLoader.to_device``)
+NORMALIZE_ON = ("workers", "device")
+#: ``(float image batch on the device, the items' seeds) -> image batch``
+DeviceTransform = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 class RowSampler(Sampler):
@@ -100,8 +110,13 @@ class PatchDataset(Dataset):
                  cache_bytes: int = 512 * 2**20,
                  shared_cache: SharedChunkCache | None = None,
                  statistics: dict[str, float] | None = None,
-                 spacing: list[tuple[float, float, float]] | None = None) -> None:
+                 spacing: list[tuple[float, float, float]] | None = None,
+                 normalize_on: str = "workers") -> None:
+        if normalize_on not in NORMALIZE_ON:
+            raise ValueError(f"normalize_on must be one of {', '.join(NORMALIZE_ON)}, got "
+                             f"{normalize_on!r}")
         self._normalize = make_normalizer(normalize, statistics)
+        self.normalize_on = normalize_on
         if "image" not in roles or "label" not in roles:
             raise ValueError(f"roles must include image and label, got {roles}")
         self.store_location = store_location
@@ -141,8 +156,11 @@ class PatchDataset(Dataset):
         vid = self.volume_ids[code]
         corner = tuple(int(c) for c in self.corners[row])
         arrays = {r: cache.window(vid, r, corner, self.patch_size) for r in self.roles}
+        image = arrays.pop("image")
+        image = self._normalize(image) if self.normalize_on == "workers" else \
+            np.ascontiguousarray(image)
         out: dict[str, Any] = {
-            "image": torch.from_numpy(self._normalize(arrays.pop("image"))[None]),
+            "image": torch.from_numpy(image[None]),
             "label": torch.from_numpy(np.ascontiguousarray(arrays.pop("label"))[None]),
         }
         for role, data in arrays.items():  # derived targets; float16 on disk, float32 here
@@ -150,7 +168,7 @@ class PatchDataset(Dataset):
             out[role] = torch.from_numpy(np.ascontiguousarray(data)[None])
         if self.transforms is not None:
             out = _apply_torchio(self.transforms, out, seed, self.spacing[code])
-        out |= {"row": row, "location": torch.tensor(corner),
+        out |= {"row": row, "seed": seed, "location": torch.tensor(corner),
                 "spacing": torch.from_numpy(self.spacing[code].copy()),
                 "decoded_bytes": cache.decoded_bytes - before}
         return out
@@ -224,13 +242,34 @@ def unpack_batch(batch: dict[str, Any]) -> dict[str, Any]:
 class PatchLoader:
     """A DataLoader over a RowSampler, keeping hold of the strategy for feedback.
 
-    Iterate it for batches; call ``strategy.update(batch["row"], losses)`` for hard-negative
-    feedback; ``set_epoch`` to resume at an epoch.
+    Iterate it for batches; ``to_device(batch, device)`` moves one to the model's device
+    (normalising the image there when the loader delivers the stored dtype); call
+    ``strategy.update(batch["row"], losses)`` for hard-negative feedback; ``set_epoch`` to
+    resume at an epoch.
     """
 
-    def __init__(self, dataset: PatchDataset, sampler: RowSampler, loader: DataLoader) -> None:
+    def __init__(self, dataset: PatchDataset, sampler: RowSampler, loader: DataLoader,
+                 normalizer: DeviceNormalizer | None = None,
+                 device_transform: DeviceTransform | None = None) -> None:
         self.dataset, self.sampler, self.loader = dataset, sampler, loader
         self.strategy = sampler.strategy
+        #: set when the image arrives in its stored dtype, to be normalised on the device
+        self.normalizer = normalizer
+        self.device_transform = device_transform
+
+    def to_device(self, batch: dict[str, Any], device: torch.device | str) -> dict[str, Any]:
+        """The batch's patches (image, label, derived targets) on ``device`` (asynchronous
+        from pinned memory; rows, seeds and corners stay on the CPU for the strategy), the
+        image normalised there when the workers delivered its stored dtype, then
+        ``device_transform(image, seeds)`` applied to it."""
+        out = dict(batch)
+        for role in self.dataset.roles:
+            out[role] = batch[role].to(device, non_blocking=True)
+        if self.normalizer is not None:
+            out["image"] = self.normalizer(out["image"])
+        if self.device_transform is not None:
+            out["image"] = self.device_transform(out["image"], batch["seed"])
+        return out
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         return map(unpack_batch, self.loader)
@@ -281,6 +320,8 @@ def make_loader(
     samples_per_epoch: int | None = None,
     roles: tuple[str, ...] | None = None,
     normalize: str = "zscore",
+    normalize_on: str = "workers",
+    device_transform: DeviceTransform | None = None,
     cache_bytes: int = 512 * 2**20,
     multiprocessing_context: str | None = None,
     rank: int = 0,
@@ -296,9 +337,13 @@ def make_loader(
 
     ``rank`` / ``world``: this process's share of one global stream in data-parallel training
     (see ``RowSampler``). ``roles`` defaults to image, label and the derived targets
-    (``vesuvius-derive``) that every indexed volume has. Raises ValueError when ``patch_size``
-    differs from the index's, when the index is stale (a volume was rewritten since it was
-    built) or missing from the store, and when the strategy has no candidate rows.
+    (``vesuvius-derive``) that every indexed volume has. ``normalize_on="device"``: workers
+    hand over the image in its stored dtype and ``to_device`` normalises it on the device
+    (then ``device_transform(image, seeds)``, each sample's randomness seeded by its item's
+    seed); ``transforms`` then see the stored dtype, so keep them to geometry. Raises
+    ValueError when ``patch_size`` differs from the index's, when the index is stale (a
+    volume was rewritten since it was built) or missing from the store, and when the strategy
+    has no candidate rows.
     """
     store = store if isinstance(store, VolumeStore) else VolumeStore.open(store)
     index = index if isinstance(index, PatchIndex) else PatchIndex.load(index)
@@ -335,14 +380,19 @@ def make_loader(
                       for role in roles}
         shared = SharedChunkCache(index.volume_ids, slot_bytes, cache_bytes,
                                   multiprocessing_context)
+    if device_transform is not None and normalize_on != "device":
+        raise ValueError("device_transform runs after normalisation on the device: pass "
+                         "normalize_on='device' with it, or put the transform in transforms")
     infos = [store.info(v) for v in index.volume_ids]
+    statistics = _statistics(store, index, normalize)
     dataset = PatchDataset(store.location, index, roles=roles, normalize=normalize,
                            transforms=transforms, cache_bytes=cache_bytes, shared_cache=shared,
-                           statistics=_statistics(store, index, normalize),
+                           statistics=statistics, normalize_on=normalize_on,
                            spacing=[i.spacing or (1.0, 1.0, 1.0) for i in infos])
     loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler,
                         num_workers=num_workers, persistent_workers=num_workers > 0,
                         multiprocessing_context=multiprocessing_context if num_workers else None,
                         collate_fn=collate_patches,
                         pin_memory=torch.cuda.is_available())
-    return PatchLoader(dataset, sampler, loader)
+    normalizer = DeviceNormalizer(normalize, statistics) if normalize_on == "device" else None
+    return PatchLoader(dataset, sampler, loader, normalizer, device_transform)
