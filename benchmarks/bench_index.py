@@ -30,7 +30,7 @@ import psutil
 
 from vesuvius_data import VolumeStore, build_index
 from vesuvius_data.index._kernels import count_cells
-from vesuvius_data.index.build import sources_from_store
+from vesuvius_data.index.build import DEFAULT_BLOCK, sources_from_store
 from vesuvius_data.phantoms import DEPTH_CLASSES, split_surface_by_depth
 from vesuvius_data.synthetic import make_volume
 
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         ids = store.ids()
         build_index(store, 128, 64, progress=False)  # warm: numba cache, imports
         labels_only = [dataclasses.replace(s, image=None)
-                       for s in sources_from_store(store, block=(128, 128, 128))]
+                       for s in sources_from_store(store, block=DEFAULT_BLOCK)]
         builds, label_builds, zarr_reads, dask_reads = [], [], [], []
         for _ in range(args.repeats):
             t = time.perf_counter()

@@ -168,7 +168,8 @@ class PatchDataset(Dataset):
             out[role] = torch.from_numpy(np.ascontiguousarray(data)[None])
         if self.transforms is not None:
             out = _apply_torchio(self.transforms, out, seed, self.spacing[code])
-        out |= {"row": row, "seed": seed, "location": torch.tensor(corner),
+        out |= {"row": row, "seed": seed,  # torch.tensor(tuple) costs 40 us, this 8
+                "location": torch.from_numpy(np.array(corner, np.int64)),
                 "spacing": torch.from_numpy(self.spacing[code].copy()),
                 "decoded_bytes": cache.decoded_bytes - before}
         return out

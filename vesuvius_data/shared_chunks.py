@@ -18,6 +18,7 @@ by file descriptor), and is freed when the loader and its workers are gone.
 
 from __future__ import annotations
 
+import math
 import multiprocessing
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -58,7 +59,7 @@ class _Pool:
         return self._np
 
     def view(self, slot: int, shape: Sequence[int], dtype: np.dtype) -> np.ndarray:
-        n = int(np.prod(shape)) * dtype.itemsize
+        n = math.prod(shape) * dtype.itemsize  # np.prod costs 20 us a call, math.prod 0.3
         raw = self.np["data"][slot * self.slot_bytes: slot * self.slot_bytes + n]
         return raw.view(dtype).reshape(tuple(shape))
 

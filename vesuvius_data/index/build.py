@@ -40,7 +40,7 @@ __all__ = ["VolumeSource", "SmallVolumeWarning", "build_index", "sources_from_st
 
 #: task block: 8 chunks of 64^3; big enough that per-task overhead is small, small enough that
 #: a worker holds a few MB per task (use 256^3 at scroll scale to keep the graph small)
-DEFAULT_BLOCK: tuple[int, int, int] = (128, 128, 128)
+DEFAULT_BLOCK: tuple[int, int, int] = (256, 256, 256)
 _TASK_PREFIX = "vd-cells"
 _MAX_BLOCKS_PER_BATCH = 2048
 
