@@ -26,6 +26,7 @@ from trainer.losses import (
     LossWeights,
     make_targets,
 )
+from trainer.losses.skeleton_recall import SkeletonRecallLoss
 from vesuvius_data.derived import medial_skeleton, signed_distance
 from vesuvius_data.synthetic import make_volume
 
@@ -58,6 +59,7 @@ def bench(device: str, size: int, repeats: int) -> dict:
     x = torch.randn((2, 1, size, size, size), device=device, requires_grad=True)
     terms = {"dice": DiceLoss(), "focal": FocalLoss(alpha=0.5), "boundary": BoundaryLoss(),
              "cldice": ClDiceLoss(3), "connectivity": ConnectivityLoss(),
+             "skeleton_recall": SkeletonRecallLoss(),
              "dice+focal": CompoundLoss(LossWeights(0.3, 0.4, 0, 0, 0)),
              "compound": CompoundLoss(LossWeights())}
 
@@ -71,6 +73,7 @@ def bench(device: str, size: int, repeats: int) -> dict:
     seconds = {name: _time(step(term), repeats, device) for name, term in terms.items()}
     return {"seconds": seconds,
             "ratio_to_dice": {k: v / seconds["dice"] for k, v in seconds.items()},
+            "skeleton_recall_over_cldice": seconds["skeleton_recall"] / seconds["cldice"],
             "compound_over_dice_plus_focal": seconds["compound"] / seconds["dice+focal"]}
 
 

@@ -253,3 +253,75 @@ def test_a_new_term_with_a_new_derived_target_is_one_registry_line(monkeypatch, 
         loss(logits, make_targets(torch.from_numpy(label)[None, None]))
     with pytest.raises(ValueError, match=r"unknown loss term\(s\) \['nope'\]"):
         CompoundLoss({"nope": 1.0})
+
+
+def test_skeleton_recall_by_hand():
+    from trainer.losses.skeleton_recall import SkeletonRecallLoss
+
+    label = t5([0, 1, 1, 1, 2], torch.uint8)
+    skeleton = t5([0, 0, 1, 0, 0], torch.uint8)
+    logits = t5([0.0, 2.0, 0.0, -2.0, 9.0])
+    # the tube: the ridge at x=2 dilated by one voxel and cut back to the surface, x = 1..3
+    value = SkeletonRecallLoss()(logits, make_targets(label, skeleton=skeleton))
+    hit = sig(2) + 0.5 + sig(-2)
+    assert float(value.batch) == pytest.approx(1 - (hit + 1) / (3 + 1), rel=1e-6)
+    assert float(value.per_sample[0]) == pytest.approx(float(value.batch), rel=1e-6)
+
+
+def test_skeleton_recall_ranks_pinholes_below_whole_sheets_and_ignores_label_2(sheet_patch):
+    from trainer.losses.skeleton_recall import SkeletonRecallLoss
+
+    label, targets = sheet_patch
+    fg = label == 1
+    term = SkeletonRecallLoss()
+    whole = float(term(_logits(fg), targets).batch)
+    pinholed = fg.copy()
+    for z, y, x in np.argwhere(fg)[:: max(fg.sum() // 40, 1)][:40]:  # 40 pinholes, 3^3 each
+        pinholed[z - 1:z + 2, y - 1:y + 2, x - 1:x + 2] = False
+    assert whole < 0.01 and float(term(_logits(pinholed), targets).batch) > whole + 0.05
+    ignore = torch.from_numpy(label == 2)[None, None]
+    noisy = torch.where(ignore, 50 * torch.randn(ignore.shape), _logits(fg))
+    assert float(term(noisy, targets).batch) == pytest.approx(whole, abs=1e-7)
+
+
+def _sheets(case: str) -> np.ndarray:
+    """Hand-made sheets, 3 voxels thick, running along x (so every y-z cut is a cross-section)."""
+    label = np.zeros((40, 40, 40), np.uint8)
+    z, y = np.mgrid[:40, :40]
+    def sheet(centre):  # noqa: E306
+        return np.abs(z - centre) <= 1
+    if case == "flat":
+        cut = sheet(np.full_like(y, 19)) & (y >= 5) & (y < 35)
+    elif case == "tilted":
+        cut = sheet(np.round(10 + 0.5 * y)) & (y >= 5) & (y < 35)
+    elif case == "touching":  # two sheets that merge into one along part of their length
+        cut = (sheet(np.full_like(y, 14)) | sheet(np.where(y < 20, 17, 22))) & (y >= 5) & (y < 35)
+    else:  # "torn": a flat sheet with a tear across it
+        cut = sheet(np.full_like(y, 19)) & (y >= 5) & (y < 35) & ~((y >= 19) & (y < 21))
+    label[:, :, 5:35] = cut[:, :, None]
+    return label
+
+
+@pytest.mark.parametrize(("case", "off"), [("flat", 0.10), ("tilted", 0.10),
+                                           ("touching", 0.15), ("torn", 0.10)])
+def test_medial_surface_agrees_with_scikit_image_skeletons_of_cross_sections(case, off):
+    """scikit-image's 3-D skeletonize thins a plate to a curve or a point (topology, not
+    shape), so the reference is its 2-D skeleton of every cross-section of the sheets: the
+    medial surface cut by a plane across it is that plane's medial axis. Each must lie on
+    the other, within the one voxel of tube the loss adds. Where two sheets merge, ridges of
+    the discrete distance transform widen into plateaus: 14 % of our voxels lie off the thin
+    2-D reference there."""
+    from skimage.morphology import skeletonize
+
+    label = _sheets(case)
+    ours = medial_skeleton(label, clip=10.0) == 1
+    ref = np.zeros_like(ours)
+    for x in range(label.shape[2]):
+        ref[:, :, x] = skeletonize(label[:, :, x] == 1)
+    cube = np.ones((3, 3, 3), bool)
+    # x is the direction along the sheets: compare cross-section by cross-section
+    near = lambda a: ndimage.binary_dilation(a, cube[:, :, 1:2])  # noqa: E731
+    assert ref.sum() > 100 and ours.sum() > 100
+    assert (ref & ~near(ours)).sum() <= 0.05 * ref.sum(), "a reference voxel off our surface"
+    assert (ours & ~near(ref)).sum() <= off * ours.sum(), "our surface off the reference"
+    assert not (ours & (label != 1)).any()

@@ -14,8 +14,10 @@ from .compound import (
 from .connectivity import ConnectivityLoss
 from .dice import DiceLoss
 from .focal import FocalLoss
+from .skeleton_recall import SkeletonRecallLoss, skeleton_tube
 from .targets import Targets, TermValue, make_targets
 
 __all__ = ["BoundaryLoss", "ClDiceLoss", "CompoundLoss", "ConnectivityLoss", "DiceLoss",
            "FocalLoss", "LOSS_TERMS", "LossOutput", "LossSettings", "LossTerm", "LossWeights",
-           "Targets", "TermValue", "build_loss", "make_targets", "soft_skeleton"]
+           "SkeletonRecallLoss", "Targets", "TermValue", "build_loss", "make_targets",
+           "skeleton_tube", "soft_skeleton"]

@@ -23,6 +23,7 @@ from .cldice import ClDiceLoss
 from .connectivity import ConnectivityLoss
 from .dice import DiceLoss
 from .focal import FocalLoss
+from .skeleton_recall import SkeletonRecallLoss
 from .targets import Targets
 
 __all__ = ["LossWeights", "LossSettings", "LossTerm", "LOSS_TERMS", "CompoundLoss",
@@ -55,6 +56,7 @@ LOSS_TERMS: dict[str, LossTerm] = {
     "boundary": LossTerm(lambda s: BoundaryLoss(s.boundary_clip), needs=("sdt",)),
     "cldice": LossTerm(lambda s: ClDiceLoss(s.cldice_iterations)),
     "connectivity": LossTerm(lambda s: ConnectivityLoss(), needs=("skeleton",)),
+    "skeleton_recall": LossTerm(lambda s: SkeletonRecallLoss(), needs=("skeleton",)),
 }
 
 
@@ -67,6 +69,7 @@ class LossWeights:
     boundary_weight: float = 0.15
     cldice_weight: float = 0.10
     connectivity_weight: float = 0.05
+    skeleton_recall_weight: float = 0.0  # Kirchhoff et al. 2024; off until an ablation says
 
     def as_dict(self) -> dict[str, float]:
         return {f.name.removesuffix("_weight"): float(getattr(self, f.name))
