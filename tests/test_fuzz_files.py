@@ -279,59 +279,66 @@ def test_fuzz_prediction_tif_and_zip(world, damage, zipped):
         check("prediction TIF / zip", status, err, (str(victim), f"{pred} against"))
 
 
-def _store_files(w: Path) -> dict[str, Path]:
-    vid = sorted(p.name for p in (w / "store.zarr" / "volumes").iterdir())[0]
-    vol = w / "store.zarr" / "volumes" / vid
-    return {"root": w / "store.zarr" / "zarr.json", "volume": vol / "zarr.json",
-            "array": vol / "label" / "zarr.json", "chunk": vol / "label" / "c" / "0" / "1" / "0",
-            "image chunk": vol / "image" / "c" / "1" / "0" / "1"}
+def _store_file(world: Path, which: str) -> str:
+    """Where a store file of kind ``which`` lives, relative to the world."""
+    vid = sorted(p.name for p in (world / "store.zarr" / "volumes").iterdir())[0]
+    vol = f"store.zarr/volumes/{vid}"
+    return {"root": "store.zarr/zarr.json", "volume": f"{vol}/zarr.json",
+            "array": f"{vol}/label/zarr.json", "chunk": f"{vol}/label/c/0/1/0",
+            "image chunk": f"{vol}/image/c/1/0/1"}[which]
+
+
+def _index_argv(w: Path) -> list[str]:
+    return [str(w / "store.zarr"), "--patch-size", "16", "--out", str(w / "i.npz"), "--quiet",
+            "--rebuild"]
+
+
+def fuzz_case(world: Path, damage: Damage, victim: str, kind: str,
+              command: Callable[[list[str]], int], argv: Callable[[Path], list[str]],
+              also_named: Callable[[Path], tuple[str, ...]] = lambda w: ()) -> None:
+    """Damage ``victim`` (relative to the world) in a fresh copy, run ``command`` on
+    ``argv(copy)``, and check the outcome; ``also_named``: other names that may stand for
+    the file in the message (its folder, say)."""
+    with copy_of(world) as w:
+        damage.apply(w / victim)
+        status, err = run(command, argv(w))
+        check(kind, status, err, (str(w / victim), *also_named(w)))
 
 
 @FUZZ
 @given(damage=st.one_of(file_damage(), retyped("json")),
        which=st.sampled_from(["root", "volume", "array"]))
 def test_fuzz_store_metadata(world, damage, which):
-    with copy_of(world) as w:
-        victim = _store_files(w)[which]
-        damage.apply(victim)
-        status, err = run(index.main, [str(w / "store.zarr"), "--patch-size", "16",
-                                       "--out", str(w / "i.npz"), "--quiet", "--rebuild"])
-        check(f"store {which} zarr.json", status, err, (str(victim), str(victim.parent)))
+    victim = _store_file(world, which)
+    fuzz_case(world, damage, victim, f"store {which} zarr.json", index.main, _index_argv,
+              also_named=lambda w: (str((w / victim).parent),))
 
 
 @FUZZ
 @given(damage=file_damage(), which=st.sampled_from(["chunk", "image chunk"]))
 def test_fuzz_store_chunk(world, damage, which):
-    with copy_of(world) as w:
-        victim = _store_files(w)[which]
-        damage.apply(victim)
-        status, err = run(index.main, [str(w / "store.zarr"), "--patch-size", "16",
-                                       "--out", str(w / "i.npz"), "--quiet", "--rebuild"])
-        key = "/".join(victim.relative_to(w / "store.zarr").parts[3:])  # volumes/VID/ROLE/c/..
-        # a flip that still decodes is caught by the census the index compares, which names
-        # the volume and store (vesuvius-verify --deep then names the chunk)
-        check("store chunk", status, err, (str(victim), f"chunk {key} in {w / 'store.zarr'}",
-                                           f"of {w / 'store.zarr'}: the index read"))
+    victim = _store_file(world, which)
+    key = victim.split("/", 4)[4]  # store.zarr/volumes/VID/ROLE/c/...
+    # a flip that still decodes is caught by the census the index compares, which names the
+    # volume and store (vesuvius-verify --deep then names the chunk)
+    fuzz_case(world, damage, victim, "store chunk", index.main, _index_argv,
+              also_named=lambda w: (f"chunk {key} in {w / 'store.zarr'}",
+                                    f"of {w / 'store.zarr'}: the index read"))
+
 
 
 @FUZZ
 @given(damage=st.one_of(file_damage(), npz_member()))
 def test_fuzz_index(world, damage):
-    with copy_of(world) as w:
-        victim = w / "index.npz"
-        damage.apply(victim)
-        status, err = run(strategies.main, [str(victim), "--draws", "50"])
-        check("index .npz", status, err, (str(victim),))
+    fuzz_case(world, damage, "index.npz", "index .npz", strategies.main,
+              lambda w: [str(w / "index.npz"), "--draws", "50"])
 
 
 @FUZZ
 @given(damage=st.one_of(file_damage(), checkpoint_value()))
 def test_fuzz_checkpoint(world, damage):
-    with copy_of(world) as w:
-        victim = w / "run" / "best.pt"
-        damage.apply(victim)
-        status, err = run(predict.main, [str(victim), str(w / "test"), str(w / "out")])
-        check("checkpoint", status, err, (str(victim),))
+    fuzz_case(world, damage, "run/best.pt", "checkpoint", predict.main,
+              lambda w: [str(w / "run" / "best.pt"), str(w / "test"), str(w / "out")])
 
 
 @FUZZ
@@ -352,32 +359,24 @@ def test_fuzz_config_yaml(world, damage):
 @FUZZ
 @given(damage=st.one_of(file_damage(), retyped("jsonl")))
 def test_fuzz_metrics_jsonl(world, damage):
-    with copy_of(world) as w:
-        victim = w / "run" / "metrics.jsonl"
-        damage.apply(victim)
-        status, err = run(report.main, [str(w / "run"), "--out", str(w / "r.png")])
-        check("metrics.jsonl", status, err, (str(victim), str(w / "run")))
+    fuzz_case(world, damage, "run/metrics.jsonl", "metrics.jsonl", report.main,
+              lambda w: [str(w / "run"), "--out", str(w / "r.png")],
+              also_named=lambda w: (str(w / "run"),))
 
 
 @FUZZ
 @given(damage=st.one_of(file_damage(), retyped("json")),
        where=st.sampled_from(["run", "model"]))
 def test_fuzz_postprocessing_json(world, damage, where):
-    with copy_of(world) as w:
-        victim = w / where / "postprocessing.json"
-        damage.apply(victim)
-        status, err = run(predict.main, [str(w / where), str(w / "test"), str(w / "out")])
-        check("postprocessing.json", status, err, (str(victim),))
+    fuzz_case(world, damage, f"{where}/postprocessing.json", "postprocessing.json",
+              predict.main, lambda w: [str(w / where), str(w / "test"), str(w / "out")])
 
 
 @FUZZ
 @given(damage=st.one_of(file_damage(), retyped("json")))
 def test_fuzz_crossval_json(world, damage):
-    with copy_of(world) as w:
-        victim = w / "model" / "crossval.json"
-        damage.apply(victim)
-        status, err = run(predict.main, [str(w / "model"), str(w / "test"), str(w / "out")])
-        check("crossval.json", status, err, (str(victim),))
+    fuzz_case(world, damage, "model/crossval.json", "crossval.json", predict.main,
+              lambda w: [str(w / "model"), str(w / "test"), str(w / "out")])
 
 
 def test_fuzz_tally_is_large_enough():
