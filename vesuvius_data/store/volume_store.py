@@ -232,7 +232,8 @@ class VolumeStore:
         except METADATA_ERRORS as e:
             raise ValueError(f"{self._metadata_file(node)}: unreadable array metadata "
                              f"({type(e).__name__}: {str(e)[:200]})") from None
-        if not isinstance(arr, zarr.Array) or tuple(arr.shape) != info.shape:
+        voxelwise = role in ("image", "label") or role in info.derived  # not, e.g., "done"
+        if not isinstance(arr, zarr.Array) or (voxelwise and tuple(arr.shape) != info.shape):
             what = f"shape {tuple(arr.shape)}" if isinstance(arr, zarr.Array) else "a group"
             raise ValueError(f"{self._metadata_file(node)}: {what}, but the store's manifest "
                              f"says volume {volume_id!r} is {info.shape}")
