@@ -224,11 +224,14 @@ def _count_volumes(fresh: list[VolumeSource], params: IndexParams, block: tuple[
                 invalid[vid] += r.invalid
                 digests[vid].append((r.origin, r.digest))
     spec = params.label_spec
+    where = {s.volume_id: f"volume {s.volume_id}" + (f" of {s.location}" if s.location else "")
+             for s in fresh}
     out = {}
     for vid, grid in cells.items():
         if invalid[vid]:
-            raise ValueError(f"volume {vid}: {invalid[vid]} label values outside the label spec "
-                             f"({spec.describe()})")
+            raise ValueError(f"{where[vid]}: {invalid[vid]} label values outside the label spec "
+                             f"({spec.describe()}); a damaged chunk reads as other values "
+                             "(vesuvius-verify STORE --deep names it)")
         h = hashlib.blake2b(digest_size=16)
         for origin, d in sorted(digests[vid]):
             h.update(np.asarray(origin, np.int64).tobytes() + d)

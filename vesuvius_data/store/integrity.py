@@ -137,9 +137,20 @@ def record_chunks(arr: zarr.Array) -> int:
 
 
 def recorded_chunks(arr: zarr.Array) -> dict[str, list[int]] | None:
-    """key -> [nbytes, crc32] of the chunks a complete array holds; None when unrecorded."""
+    """key -> [nbytes, crc32] of the chunks a complete array holds; None when unrecorded.
+    A record that is not one (a damaged ``zarr.json``) is an error naming that file."""
     rec = arr.attrs.get(RECORD_KEY)
-    return None if not isinstance(rec, dict) else rec.get("stored")
+    if rec is None:
+        return None
+    stored = rec.get("stored") if isinstance(rec, dict) else None
+    if not isinstance(stored, dict) or not all(
+            isinstance(v, list) and len(v) == 2 and all(type(x) is int for x in v)
+            for v in stored.values()):
+        vid, role = where(arr)
+        root = getattr(arr.store, "root", arr.store)
+        raise ValueError(f"{root}/{arr.path}/zarr.json: its chunk record ({RECORD_KEY}) is "
+                         f"damaged; {repair_hint(vid)}")
+    return stored
 
 
 def chunk_index(key: str) -> tuple[int, ...]:

@@ -226,6 +226,7 @@ class VolumeStore:
         node = f"volumes/{info.volume_id}/{role}"
         try:
             arr = self._group[node]
+            arr.attrs.asdict()  # zarr parses "attributes" lazily; a damaged one fails here
         except KeyError:
             raise KeyError(f"volume {volume_id!r} of {self._location} has no {role!r} array "
                            f"({self._metadata_file(node)}: missing or not a file)") from None
