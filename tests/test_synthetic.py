@@ -124,3 +124,51 @@ def test_volumes_made_in_processes_are_the_same_volumes(tmp_path):
     ids = write_competition_layout(one, 3, (24, 24, 24), 5, preset="mixed")
     assert write_competition_layout(two, 3, (24, 24, 24), 5, preset="mixed", workers=2) == ids
     assert files(one) == files(two) and len(files(one)) == 7  # 3 images, 3 labels, the csv
+
+
+@pytest.mark.parametrize(("preset", "digest"), [("easy", "228d9ef21adf97d8"),
+                                                ("hard", "3fd3e86214fe6f45")])
+def test_fixed_presets_make_the_volumes_they_always_made(preset, digest):
+    """Benchmarks and the demo's figures rest on these bytes: adding the random preset's
+    knobs (tears, noise grain, gain, offset) must not move a fixed preset's draws."""
+    import hashlib
+
+    image, label = make_volume((24, 28, 32), seed=7, preset=preset)
+    assert hashlib.sha256(image.tobytes() + label.tobytes()).hexdigest()[:16] == digest
+
+
+def test_random_preset_draws_each_volume_from_the_documented_ranges():
+    from vesuvius_data.synthetic import RANDOM_RANGES, random_preset
+
+    looks = [random_preset(np.random.default_rng(s)) for s in range(200)]
+    lo, hi = RANDOM_RANGES["half_thickness"]
+    halves = [h for look in looks for h in look.half_thickness]
+    assert lo <= min(halves) and max(halves) <= hi + 1e-9
+    assert min(halves) < lo + 0.1 and max(halves) > hi - 0.1  # the whole range is used
+    for name in ("noise_grain", "intensity_scale", "intensity_offset", "tear_rate",
+                 "bias_field", "debris_per_64cube", "drift"):
+        values = [getattr(look, name) for look in looks]
+        a, b = RANDOM_RANGES[name]
+        assert a <= min(values) and max(values) <= b, name
+        assert max(values) - min(values) > 0.8 * (b - a), name
+    contrast = [look.papyrus[0] - look.gap[0] for look in looks]
+    assert min(contrast) >= RANDOM_RANGES["contrast"][0] - 1e-9
+    assert 0.3 < np.mean([look.annotate_region for look in looks]) < 0.7
+
+
+def test_random_volumes_are_deterministic_valid_and_differ_in_look():
+    a = make_volume((48, 48, 48), seed=4, preset="random")
+    b = make_volume((48, 48, 48), seed=4, preset="random")
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    means, thickness = [], []
+    for seed in range(6):
+        image, label = make_volume((48, 48, 48), seed, preset="random")
+        f = count_labels(label, LabelSpec()).fractions()  # values checked against the spec
+        assert f["foreground"] > 0.01 and f["background"] > 0.1
+        assert image[label == 1].mean() > image[label == 0].mean()  # papyrus stays brighter
+        means.append(image[label == 0].mean())
+        m = label == 1
+        thickness.append(min(m.sum() / max(int((np.diff(np.moveaxis(m, ax, 0).astype(np.int8),
+                                                        axis=0) == 1).sum()), 1)
+                             for ax in range(3)))
+    assert np.ptp(means) > 20 and np.ptp(thickness) > 0.5  # gain, offset and sheets vary

@@ -9,6 +9,10 @@ intensity drift). A *preset* says how hard the volume is (``PRESETS``):
   sometimes touch, low contrast, stronger noise and partial-volume blur, a smooth 3-D bias field
   and bright debris between the sheets (labelled background where it lies in the band); every
   sheet inside the annotated band is labelled, as annotators trace all surfaces of a region.
+- ``random``: every volume draws its own look from ``RANDOM_RANGES`` (sheet thickness 1.5-4
+  voxels, spacing from touching to well apart, contrast, noise level and grain, blur, bias
+  field, debris, tears, the scanner's gain and offset, annotated region or not): domain
+  randomisation, deterministic from the seed like the rest.
 
 Labels follow the competition: 1 on the annotated sheets, 0 in a band around them, 2
 (unlabeled) everywhere else: far from annotated sheets, on sheets nobody annotated, in
@@ -33,7 +37,7 @@ from scipy import ndimage
 from .labels import LabelSpec
 
 __all__ = ["make_volume", "write_competition_layout", "SCROLL_IDS", "PRESETS", "PRESET_CYCLES",
-           "Preset"]
+           "Preset", "RANDOM_RANGES", "random_preset"]
 
 #: scroll ids as in the competition's train.csv
 SCROLL_IDS: tuple[str, ...] = ("26002", "26010", "34117", "35360")
@@ -61,6 +65,10 @@ class Preset:
     # surface, as when annotators trace all surfaces of a region
     annotate_region: bool = False
     seed_share: float = 1.0  # scales the surface share the chosen sheets aim at
+    tear_rate: float = 0.4  # share of sheets with tears through them
+    noise_grain: float = 0.0  # Gaussian sigma of the noise field: its texture (0: white)
+    intensity_scale: float = 1.0  # the scanner's gain ...
+    intensity_offset: float = 0.0  # ... and offset, applied to the density before rounding
 
 
 #: presets by name (``make_volume(..., preset=NAME)``, ``vesuvius-synth --preset NAME``)
@@ -76,6 +84,50 @@ PRESETS: dict[str, Preset] = {
 #: named cycles of presets for multi-volume datasets
 PRESET_CYCLES: dict[str, tuple[str, ...]] = {"mixed": ("easy", "hard")}
 
+#: ``preset="random"``: each volume draws its look from these ranges (domain randomisation,
+#: so a model cannot learn one scanner's contrast as the definition of papyrus). Per volume:
+#: ``(lo, hi)`` draws one value uniformly; the ranged fields of ``Preset`` draw a lower bound
+#: and a width, and each sheet then draws within them as in the fixed presets.
+RANDOM_RANGES: dict[str, tuple[float, float]] = {
+    "half_thickness": (0.75, 2.0),  # sheets 1.5-4 voxels thick
+    "half_thickness_width": (0.0, 0.4),
+    "spacing": (5.0, 14.0),  # centre to centre: from touching to well apart
+    "spacing_width": (1.0, 6.0),
+    "own_wave": (1.5, 3.0),  # the upper bound; more wave, more touching sheets
+    "papyrus": (115.0, 195.0),
+    "contrast": (25.0, 100.0),  # papyrus minus gap density
+    "blur": (0.6, 1.4),
+    "noise": (5.0, 16.0),
+    "noise_width": (2.0, 6.0),
+    "noise_grain": (0.0, 1.2),
+    "drift": (0.0, 0.15),
+    "bias_field": (0.0, 0.3),
+    "debris_per_64cube": (0.0, 20.0),
+    "tear_rate": (0.2, 0.6),
+    "intensity_scale": (0.7, 1.3),
+    "intensity_offset": (-30.0, 30.0),
+    "annotate_region": (0.0, 1.0),  # the chance that the band is an annotated region
+}
+
+
+def random_preset(rng: np.random.Generator) -> Preset:
+    """One volume's look drawn from ``RANDOM_RANGES``."""
+    r = {k: float(rng.uniform(*v)) for k, v in RANDOM_RANGES.items()}
+    half = min(r["half_thickness"], 2.0 - r["half_thickness_width"])
+    papyrus = r["papyrus"]
+    region = bool(rng.random() < r["annotate_region"])
+    return Preset(
+        half_thickness=(half, half + r["half_thickness_width"]),
+        spacing=(r["spacing"], r["spacing"] + r["spacing_width"]),
+        own_wave=(0.5, r["own_wave"]), papyrus=(papyrus - 5.0, papyrus + 5.0),
+        gap=(papyrus - r["contrast"] - 5.0, papyrus - r["contrast"] + 5.0),
+        blur=(r["blur"], r["blur"] + 0.3), noise=(r["noise"], r["noise"] + r["noise_width"]),
+        drift=r["drift"], bias_field=r["bias_field"],
+        debris_per_64cube=r["debris_per_64cube"], annotate_region=region,
+        seed_share=float(rng.uniform(0.3, 0.6)) if region else 1.0,
+        tear_rate=r["tear_rate"], noise_grain=r["noise_grain"],
+        intensity_scale=r["intensity_scale"], intensity_offset=r["intensity_offset"])
+
 
 def _preset_cycle(preset: str | Preset | Sequence[str | Preset]) -> list[str | Preset]:
     if isinstance(preset, str) and preset in PRESET_CYCLES:
@@ -88,12 +140,15 @@ def _preset_cycle(preset: str | Preset | Sequence[str | Preset]) -> list[str | P
     return cycle
 
 
-def get_preset(preset: str | Preset) -> Preset:
-    """A preset by name (an unknown name lists the valid ones) or as given."""
+def get_preset(preset: str | Preset, rng: np.random.Generator | None = None) -> Preset:
+    """A preset by name (an unknown name lists the valid ones) or as given; ``"random"``
+    draws one from ``rng``."""
     if isinstance(preset, Preset):
         return preset
+    if preset == "random":
+        return random_preset(rng if rng is not None else np.random.default_rng())
     if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
+        raise ValueError(f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}, random")
     return PRESETS[preset]
 
 
@@ -164,10 +219,13 @@ def make_volume(
         (dtype('uint8'), (64, 64, 64))
     """
     spec = spec or LabelSpec()
-    look = get_preset(preset)
     if len(shape) != 3 or min(shape) < 8:
         raise ValueError(f"shape must be 3-D with every side >= 8, got {shape}")
     rng = np.random.default_rng(seed)
+    # "random" draws its look from a stream of its own, so the fixed presets' volumes stay
+    # what they were for the same seed
+    ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
+    look = get_preset(preset, np.random.default_rng(ss.generate_state(4)))
     axis = int(rng.integers(3))  # sheets stack along this axis
     order = [axis] + [i for i in range(3) if i != axis]
     N, A, B = (shape[i] for i in order)
@@ -185,7 +243,7 @@ def make_volume(
     while c < N + _BAND_MAX:
         h = c + shared + _wave(rng, a, b, 1, rng.uniform(*look.own_wave), (40, 160))
         half = rng.uniform(*look.half_thickness)
-        tear = _holes(rng, a, b, A, B) if rng.random() < 0.4 else None
+        tear = _holes(rng, a, b, A, B) if rng.random() < look.tear_rate else None
         lo = max(int(np.floor(h.min() - half)), 0)
         hi = min(int(np.ceil(h.max() + half)) + 1, N)
         if lo < hi:
@@ -272,7 +330,14 @@ def make_volume(
         density *= 1.0 + look.drift * _wave(rng, a, b, 2, 1.0, (100, 300))[None]
     if look.bias_field > 0:
         density *= _bias_field(rng, density.shape, look.bias_field)
-    density += rng.uniform(*look.noise) * rng.standard_normal(density.shape, dtype=np.float32)
+    level = rng.uniform(*look.noise)  # drawn before the field, as always (same volumes)
+    noise = rng.standard_normal(density.shape, dtype=np.float32)
+    if look.noise_grain > 0:  # grainy, not white: smoothed, then back to unit variance
+        noise = ndimage.gaussian_filter(noise, look.noise_grain)
+        noise /= max(float(noise.std()), 1e-6)
+    density += level * noise
+    if look.intensity_scale != 1.0 or look.intensity_offset != 0.0:
+        density = density * look.intensity_scale + look.intensity_offset
     image = np.clip(density, 0, 255).astype(np.uint8)
 
     inverse = np.argsort(order)

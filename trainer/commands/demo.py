@@ -73,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--volumes", type=positive_int, default=4)
     parser.add_argument("--shape", type=positive_int, default=320, help="side of the cubic volumes")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--preset", default="mixed", help="easy, hard or mixed (vesuvius-synth)")
+    parser.add_argument("--preset", default="mixed",
+                        help="easy, hard, mixed or random (vesuvius-synth)")
     parser.add_argument("--patch-size", type=positive_int, default=128,
                         help="patch side of stages 3-4 (index, strategies); training takes its "
                         "own from its config, or from --patch_size=N passed to the trainer")

@@ -1,6 +1,6 @@
 """Write synthetic scroll-like volumes in the competition layout (the embedded default dataset).
 
-    vesuvius-synth OUT [--volumes 4] [--shape 320] [--seed 0] [--preset easy|hard|mixed]
+    vesuvius-synth OUT [--volumes 4] [--shape 320] [--seed 0] [--preset easy|hard|mixed|random]
         [--workers 2]
 """
 
@@ -23,10 +23,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shape", type=positive_int, nargs="+", default=[320],
                         help="one side (cube) or three sides z y x")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--preset", choices=sorted(PRESETS) + sorted(PRESET_CYCLES),
+    parser.add_argument("--preset", choices=sorted(PRESETS) + sorted(PRESET_CYCLES) + ["random"],
                         default="easy",
                         help="easy: thick, well separated sheets; hard: thin touching sheets, "
-                        "low contrast, bias field, debris; mixed: easy and hard in turn "
+                        "low contrast, bias field, debris; mixed: easy and hard in turn; "
+                        "random: each volume's look drawn from documented ranges "
                         "(see vesuvius_data/synthetic.py)")
     parser.add_argument("--workers", type=positive_int, default=min(2, os.cpu_count() or 1),
                         help="volumes made at once, one process each (same volumes either way)")
