@@ -172,3 +172,26 @@ def test_random_volumes_are_deterministic_valid_and_differ_in_look():
                                                         axis=0) == 1).sum()), 1)
                              for ax in range(3)))
     assert np.ptp(means) > 20 and np.ptp(thickness) > 0.5  # gain, offset and sheets vary
+
+
+def test_out_of_family_looks_lie_outside_every_training_range():
+    """bench_quality's third test set must be out of family: each look leaves the ranges that
+    the hard preset (what the yardstick trains on) and the random preset draw from."""
+    from vesuvius_data.synthetic import OUT_OF_FAMILY, PRESETS, RANDOM_RANGES
+
+    hard, rr = PRESETS["hard"], RANDOM_RANGES
+    thickness_lo = min(hard.half_thickness[0], rr["half_thickness"][0])
+    thickness_hi = max(hard.half_thickness[1], rr["half_thickness"][1])
+    outside = {
+        "thin sheets": lambda p: p.half_thickness[1] < thickness_lo,
+        "thick sheets": lambda p: p.half_thickness[0] > thickness_hi,
+        "strong blur": lambda p: p.blur[0] > max(hard.blur[1], rr["blur"][1] + 0.3),
+        "coarse noise": lambda p: p.noise_grain > rr["noise_grain"][1],
+        "other scanner": lambda p: p.intensity_scale < rr["intensity_scale"][0]
+        and p.intensity_offset > rr["intensity_offset"][1],
+    }
+    assert set(OUT_OF_FAMILY) == set(outside)
+    for name, test in outside.items():
+        assert test(OUT_OF_FAMILY[name]), name
+        image, label = make_volume((40, 40, 40), 1, preset=OUT_OF_FAMILY[name])
+        assert (label == 1).any() and image[label == 1].mean() > image[label == 0].mean()

@@ -26,6 +26,7 @@ Everything is deterministic from the seed.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,7 +38,7 @@ from scipy import ndimage
 from .labels import LabelSpec
 
 __all__ = ["make_volume", "write_competition_layout", "SCROLL_IDS", "PRESETS", "PRESET_CYCLES",
-           "Preset", "RANDOM_RANGES", "random_preset"]
+           "Preset", "RANDOM_RANGES", "random_preset", "OUT_OF_FAMILY"]
 
 #: scroll ids as in the competition's train.csv
 SCROLL_IDS: tuple[str, ...] = ("26002", "26010", "34117", "35360")
@@ -108,6 +109,20 @@ RANDOM_RANGES: dict[str, tuple[float, float]] = {
     "intensity_offset": (-30.0, 30.0),
     "annotate_region": (0.0, 1.0),  # the chance that the band is an annotated region
 }
+
+
+#: looks that lie outside every training preset's ranges (``hard``, ``random``): a test set
+#: that nothing is trained, tuned or chosen on (``bench_quality``'s "out of family" table).
+#: Each differs from ``hard`` in one way a new scan could: 1-voxel or 5-voxel sheets, stronger
+#: blur, coarse-grained noise, another scanner's gain and offset.
+OUT_OF_FAMILY: dict[str, Preset] = {
+    name: dataclasses.replace(PRESETS["hard"], **change) for name, change in {
+        "thin sheets": {"half_thickness": (0.45, 0.55)},  # 1 voxel; training: >= 1.5
+        "thick sheets": {"half_thickness": (2.3, 2.6), "spacing": (9.0, 13.0)},  # 5-6 voxels
+        "strong blur": {"blur": (1.9, 2.3)},  # training: <= 1.7
+        "coarse noise": {"noise": (18.0, 24.0), "noise_grain": 1.8},  # training: <= 22, 1.2
+        "other scanner": {"intensity_scale": 0.55, "intensity_offset": 70.0},  # gain <= 1.3
+    }.items()}
 
 
 def random_preset(rng: np.random.Generator) -> Preset:
