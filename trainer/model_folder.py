@@ -44,17 +44,22 @@ class LoadedModels:
     where: str  # what the post-processing came from, for the log line
 
 
-def model_of_checkpoint(ck: dict[str, Any]) -> tuple[torch.nn.Module, int]:
+def model_of_checkpoint(ck: dict[str, Any], path: str | os.PathLike[str] = "checkpoint"
+                        ) -> tuple[torch.nn.Module, int]:
     """The model of a loaded checkpoint (its EMA weights when it kept them), in eval mode, and
-    its patch size."""
-    cfg = config_from_dict(ck["config"])
-    model = build_model(cfg.model, cfg.initial_filters, cfg.depth, cfg.deep_supervision)
-    if ck.get("ema"):
-        state = {k.removeprefix("module."): v for k, v in ck["ema"].items()
-                 if k.startswith("module.")}
-    else:
-        state = ck["model"]
-    model.load_state_dict(state)
+    its patch size; a config or weights that do not build one are an error naming ``path``."""
+    try:
+        cfg = config_from_dict(ck["config"])
+        model = build_model(cfg.model, cfg.initial_filters, cfg.depth, cfg.deep_supervision)
+        if ck.get("ema"):
+            state = {k.removeprefix("module."): v for k, v in ck["ema"].items()
+                     if k.startswith("module.")}
+        else:
+            state = ck["model"]
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, KeyError, ValueError) as e:  # torn weights or config
+        raise ValueError(f"{path}: its model does not load ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0][:200]})") from e
     return model.eval(), cfg.patch_size
 
 
@@ -122,11 +127,7 @@ def load_models(paths: Sequence[str | os.PathLike[str]], trust: bool = False) ->
     stored: list[tuple[Postprocessing | None, str]] = []
     for path in members:
         ck = load_checkpoint(path, trust)
-        try:
-            model, p = model_of_checkpoint(ck)
-        except (RuntimeError, TypeError, KeyError, ValueError) as e:  # torn weights or config
-            raise ValueError(f"{path}: its model does not load ({type(e).__name__}: "
-                             f"{str(e).splitlines()[0][:200]})") from e
+        model, p = model_of_checkpoint(ck, path)
         if patch is not None and p != patch:
             raise ValueError(f"{path}: patch size {p}, but {first} has {patch}; the models of "
                              "an ensemble predict the same windows, so they share one size")

@@ -140,7 +140,7 @@ def store_run_postprocessing(out: Path, store: Any, boxes: dict[str, tuple], cfg
 
     best = out / "best.pt"
     ck = load_checkpoint(best)
-    model, patch = model_of_checkpoint(ck)
+    model, patch = model_of_checkpoint(ck, best)
     log(f"choosing post-processing ({cfg.postprocess_search} search) on best.pt's predictions "
         f"of {len(boxes)} validation volume(s)"
         + (f" (centred {cfg.metric_crop}^3 cubes)" if cfg.metric_crop else ""))

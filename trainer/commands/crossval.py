@@ -127,7 +127,7 @@ def _out_of_fold(model_dir: Path, cfg: Config, store: VolumeStore, log
         todo = [v for v in per_fold[k] if not (oof / f"{v}.tif").is_file()]
         if not todo:
             continue
-        model, patch = model_of_checkpoint(ck)
+        model, patch = model_of_checkpoint(ck, ck_path)
         for vid in todo:
             log(f"out-of-fold: {vid} by fold {k}")
             prob = predict_volume(model, np.asarray(store.image(vid)), (patch,) * 3, overlap=0.5,
