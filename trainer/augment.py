@@ -16,6 +16,8 @@ pinholes, the very error TopoScore punishes most.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 import torchio as tio
@@ -116,14 +118,36 @@ def build_augmentation(strength: float, intensity: bool = True) -> tio.Compose |
                 RandomAxisPermutation(p=min(1.0, 0.5 * s))]
     if not intensity:
         return tio.Compose(geometry)
+    m = IntensityMagnitudes.at(s)
     return tio.Compose([
         *geometry,
-        RandomBiasContrast(log_contrast=0.4 * s, bias=0.3 * s, p=min(1.0, 0.5 * s),
+        RandomBiasContrast(log_contrast=m.log_contrast, bias=m.bias, p=m.p_bias,
                            include=["image"]),
-        tio.RandomBlur(std=(0.0, 0.8 * s), p=min(1.0, 0.2 * s), include=["image"]),
-        RandomGammaNoise(log_gamma=0.3 * s, noise_std=0.1 * s, p=min(1.0, 0.3 * s),
+        tio.RandomBlur(std=(0.0, m.blur), p=m.p_blur, include=["image"]),
+        RandomGammaNoise(log_gamma=m.log_gamma, noise_std=m.noise_std, p=m.p_gamma,
                          include=["image"]),
     ])
+
+
+@dataclass(frozen=True)
+class IntensityMagnitudes:
+    """The intensity transforms' ranges and probabilities at one strength: one place for the
+    workers' torchio transforms and ``DeviceIntensity`` alike."""
+
+    log_contrast: float
+    bias: float
+    p_bias: float
+    blur: float  # the largest Gaussian sigma, voxels
+    p_blur: float
+    log_gamma: float
+    noise_std: float
+    p_gamma: float
+
+    @classmethod
+    def at(cls, s: float) -> IntensityMagnitudes:
+        return cls(log_contrast=0.4 * s, bias=0.3 * s, p_bias=min(1.0, 0.5 * s), blur=0.8 * s,
+                   p_blur=min(1.0, 0.2 * s), log_gamma=0.3 * s, noise_std=0.1 * s,
+                   p_gamma=min(1.0, 0.3 * s))
 
 
 class DeviceIntensity:
@@ -132,27 +156,27 @@ class DeviceIntensity:
     (and its resume) sees the same augmentation with any number of workers."""
 
     def __init__(self, strength: float) -> None:
-        self.s = float(strength)
+        self.m = IntensityMagnitudes.at(float(strength))
 
     def __call__(self, x: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
         return torch.stack([self._one(sample, int(seed)) for sample, seed in zip(
             x, seeds.tolist(), strict=True)])
 
     def _one(self, x: torch.Tensor, seed: int) -> torch.Tensor:
-        s = self.s
+        m = self.m
         params = torch.Generator().manual_seed(seed ^ 0x5EED)  # not the workers' draws
 
         def uniform(lo: float, hi: float, *shape: int) -> torch.Tensor:
             return torch.empty(shape or (1,)).uniform_(lo, hi, generator=params)
 
-        if float(uniform(0, 1)) < min(1.0, 0.5 * s):
-            x = bias_contrast(x, float(uniform(-0.4 * s, 0.4 * s).exp()),
-                              uniform(-0.3 * s, 0.3 * s, 1, 1, 3, 3, 3))
-        if float(uniform(0, 1)) < min(1.0, 0.2 * s):
-            x = gaussian_blur(x, uniform(0.0, 0.8 * s, 3).tolist())
-        if float(uniform(0, 1)) < min(1.0, 0.3 * s):
-            gamma = float(uniform(-0.3 * s, 0.3 * s).exp())
-            std = float(uniform(0, 0.1 * s))
+        if float(uniform(0, 1)) < m.p_bias:
+            x = bias_contrast(x, float(uniform(-m.log_contrast, m.log_contrast).exp()),
+                              uniform(-m.bias, m.bias, 1, 1, 3, 3, 3))
+        if float(uniform(0, 1)) < m.p_blur:
+            x = gaussian_blur(x, uniform(0.0, m.blur, 3).tolist())
+        if float(uniform(0, 1)) < m.p_gamma:
+            gamma = float(uniform(-m.log_gamma, m.log_gamma).exp())
+            std = float(uniform(0, m.noise_std))
             noise = torch.Generator(device=x.device).manual_seed(seed ^ 0x401E)
             x = gamma_noise(x, gamma, std * torch.randn(x.shape, generator=noise,
                                                          device=x.device, dtype=x.dtype))

@@ -225,8 +225,10 @@ def check_names(cfg: Config) -> Config:
     if cfg.postprocess_search not in ("full", "quick", "off"):
         raise ValueError(f"postprocess_search must be full, quick or off, got "
                          f"{cfg.postprocess_search!r}")
-    if cfg.normalize_on not in ("auto", "workers", "device"):
-        raise ValueError(f"normalize_on must be auto, workers or device, got "
+    from vesuvius_data.loader import NORMALIZE_ON
+
+    if cfg.normalize_on not in ("auto", *NORMALIZE_ON):
+        raise ValueError(f"normalize_on must be auto, {' or '.join(NORMALIZE_ON)}, got "
                          f"{cfg.normalize_on!r}")
     if cfg.amp not in (*AMP_MODES, True, False):
         raise ValueError(f"amp must be one of {', '.join(AMP_MODES)}, got {cfg.amp!r}")

@@ -44,12 +44,9 @@ from .verdict import format_verdict, read_metrics, verdict
 COLLAPSE_EXIT = 3
 
 
-def _batch_targets(batch: dict[str, Any], store: VolumeStore, needs: set[str],
-                   device: torch.device) -> Targets:
-    def get(k: str) -> torch.Tensor:
-        return batch[k].to(device, non_blocking=True)
-
-    return make_targets(get("label"), store.label_spec, **{k: get(k) for k in needs})
+def _batch_targets(batch: dict[str, Any], store: VolumeStore, needs: set[str]) -> Targets:
+    """The loss's targets of a batch already on the device (``PatchLoader.to_device``)."""
+    return make_targets(batch["label"], store.label_spec, **{k: batch[k] for k in needs})
 
 
 def _loss(loss_fn: CompoundLoss, outputs, targets: Targets):
@@ -130,9 +127,9 @@ def _train_epoch(run: RunState, step_model, loader, loss_fn: CompoundLoss, store
                            cfg.schedule)
         for group in run.optimizer.param_groups:
             group["lr"] = lr
-        targets = _batch_targets(batch, store, needs, device)
+        targets = _batch_targets(batch, store, needs)
         with autocast:
-            outputs = step_model(batch["image"].to(device, non_blocking=True))
+            outputs = step_model(batch["image"])
         result, logits = _loss(loss_fn, outputs, targets)
         run.optimizer.zero_grad(set_to_none=True)
         run.scaler.scale(result.total).backward()  # fp16: scaled, so small gradients survive
@@ -171,9 +168,9 @@ def _validate(model, val_loader, loss_fn: CompoundLoss, store: VolumeStore, boxe
     with torch.no_grad():
         for batch in val_loader:
             batch = val_loader.to_device(batch, device)
-            targets = _batch_targets(batch, store, loss_fn.needs(), device)
+            targets = _batch_targets(batch, store, loss_fn.needs())
             with autocast:
-                logits = model(batch["image"].to(device))
+                logits = model(batch["image"])
             total += loss_fn(logits, targets).total.item()
             conf.add(logits, targets)
             n += 1

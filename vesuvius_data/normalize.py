@@ -139,22 +139,23 @@ class DeviceNormalizer:
     statistics: dict[str, float] | None = None
 
     def __post_init__(self) -> None:
-        make_normalizer(self.name, self.statistics)  # the same names, the same errors
+        # the numpy form's parameters (ct's clip and moments, the window): one parse, one
+        # source of truth for names and errors
+        numpy_form = make_normalizer(self.name, self.statistics)
+        object.__setattr__(self, "_params", dict(getattr(numpy_form, "keywords", {})))
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        name, s = self.name, self.statistics
-        if name == "zscore":
+        p = self._params  # type: ignore[attr-defined]
+        if self.name == "zscore":
             return _zscore_batch(x)
-        if name == "unit":
+        if self.name == "unit":
             if x.is_floating_point():
                 raise ValueError(f"normalize 'unit' needs an integer image, got {x.dtype}")
             return x.float() / float(torch.iinfo(x.dtype).max)
-        if name == "ct":
-            assert s is not None
-            y = x.float().clamp_(s["p00_5"], s["p99_5"]).sub_(s["mean"])
-            return y.div_(s["std"] if s["std"] > 0 else 1.0)
-        lo, hi = (float(v) for v in name.removeprefix("window:").split(","))
-        return x.float().clamp_(lo, hi).sub_(lo).div_(hi - lo)
+        y = x.float().clamp_(p["lo"], p["hi"])
+        if self.name == "ct":
+            return y.sub_(p["mean"]).div_(p["std"] if p["std"] > 0 else 1.0)
+        return y.sub_(p["lo"]).div_(p["hi"] - p["lo"])  # window:LO,HI
 
 
 def _zscore_batch(x: torch.Tensor) -> torch.Tensor:
