@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="easy: thick, well separated sheets; hard: thin touching sheets, "
                         "low contrast, bias field, debris; mixed: easy and hard in turn; "
                         "random: each volume's look drawn from documented ranges "
-                        "(see vesuvius_data/synthetic.py)")
+                        "(see vesuvius_data/presets.py)")
     parser.add_argument("--workers", type=positive_int, default=min(2, os.cpu_count() or 1),
                         help="volumes made at once, one process each (same volumes either way)")
     args = parser.parse_args(argv)

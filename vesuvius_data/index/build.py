@@ -61,6 +61,10 @@ class VolumeSource:
     census: LabelCensus | None = None  # what the store counted at write, checked by the build
     location: str | None = None  # the store it lives in, for messages
 
+    def where(self) -> str:
+        """"volume V of STORE", for messages."""
+        return f"volume {self.volume_id}" + (f" of {self.location}" if self.location else "")
+
 
 def sources_from_store(store: VolumeStore, volume_ids: Sequence[str] | None = None,
                        block: tuple[int, int, int] | None = None) -> list[VolumeSource]:
@@ -224,14 +228,14 @@ def _count_volumes(fresh: list[VolumeSource], params: IndexParams, block: tuple[
                 invalid[vid] += r.invalid
                 digests[vid].append((r.origin, r.digest))
     spec = params.label_spec
-    where = {s.volume_id: f"volume {s.volume_id}" + (f" of {s.location}" if s.location else "")
-             for s in fresh}
+    sources = {s.volume_id: s for s in fresh}
     out = {}
     for vid, grid in cells.items():
         if invalid[vid]:
-            raise ValueError(f"{where[vid]}: {invalid[vid]} label values outside the label spec "
-                             f"({spec.describe()}); a damaged chunk reads as other values "
-                             "(vesuvius-verify STORE --deep names it)")
+            src = sources[vid]
+            raise ValueError(f"{src.where()}: {invalid[vid]} label values outside the label "
+                             f"spec ({spec.describe()}); a damaged chunk reads as other values "
+                             f"(vesuvius-verify {src.location or 'STORE'} --deep names it)")
         h = hashlib.blake2b(digest_size=16)
         for origin, d in sorted(digests[vid]):
             h.update(np.asarray(origin, np.int64).tobytes() + d)
@@ -248,13 +252,12 @@ def _check_census(src: VolumeSource, totals: dict[str, int]) -> None:
     read = {"surface": totals["surface"], "labeled": totals["labeled"]}
     stored = {"surface": c.foreground, "labeled": c.labeled}
     if read != stored:
-        store = src.location or "STORE"
-        raise ValueError(f"volume {src.volume_id} of {store}: the index read "
-                         f"{read['surface']} surface and "
+        raise ValueError(f"{src.where()}: the index read {read['surface']} surface and "
                          f"{read['labeled']} labeled voxels, but the store's census from ingest "
                          f"says {stored['surface']} and {stored['labeled']}: the volume's data "
-                         f"changed after it was written (run vesuvius-verify {store} --deep, then "
-                         f"re-ingest volume {src.volume_id!r})")
+                         f"changed after it was written (run vesuvius-verify "
+                         f"{src.location or 'STORE'} --deep, then re-ingest volume "
+                         f"{src.volume_id!r})")
 
 
 def build_index(
