@@ -383,6 +383,20 @@ def test_resume_drops_epochs_after_the_checkpoint_and_torn_lines(trained, tmp_pa
     assert [r["epoch"] for r in read_metrics(copy)] == [0, 1]
 
 
+@pytest.mark.parametrize("part", ["optimizer", "strategy", "rng", "health_losses"])
+def test_resume_from_a_checkpoint_with_a_torn_part_is_one_line(trained, tmp_path, capsys, part):
+    import shutil
+
+    _, run = trained
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    ck = torch.load(copy / "last.pt", weights_only=True)
+    ck[part] = 7  # what a damaged or foreign file may hold there
+    save_checkpoint(copy / "last.pt", ck)
+    assert train_main(["--resume", str(copy)]) == 2
+    assert f"{copy}: cannot resume from it" in one_error_line(capsys)
+
+
 def test_resuming_a_finished_run_trains_nothing(trained, tmp_path):
     _, run = trained
     import shutil

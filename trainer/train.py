@@ -336,7 +336,12 @@ def _end_epoch(run: RunState, record: dict[str, Any], cfg: Config, out: Path, lo
 def _resume(run: RunState, resume: str, out: Path, cfg: Config, log, d: Dist) -> int:
     """Restore from ``resume``; the first epoch to train (``cfg.epochs`` when it finished)."""
     ck = load_checkpoint(resume)
-    restore(run, ck)
+    try:
+        restore(run, ck)
+    except (RuntimeError, TypeError, KeyError, ValueError, AttributeError, IndexError) as e:
+        # torn optimizer, strategy or RNG state: a checkpoint this run cannot continue from
+        raise ValueError(f"{resume}: cannot resume from it ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0][:200]})") from e
     if d.main:
         keep_metrics_until(out / "metrics.jsonl", ck["epoch"])
     if _stopped_early(run.epoch, run.best_epoch, cfg) or run.epoch + 1 >= cfg.epochs:
