@@ -89,15 +89,16 @@ def _out_of_family(size: int, n: int) -> dict[str, tuple[np.ndarray, ...]]:
         for i in range(n)}
 
 
-def _data(out: Path, size: int, n_train: int) -> Path:
-    path = out / "hard.zarr"
+def _data(out: Path, size: int, n_train: int, preset: str = "hard") -> Path:
+    """``n_train`` training volumes and one validation volume ("val") of ``preset``."""
+    path = out / f"{preset}.zarr"
     if path.exists() and len(VolumeStore.open(path).ids()) == n_train + 1:
         return path
     store = VolumeStore.create(path, overwrite=True)
     for i in range(n_train):
-        store.add_volume(f"train{i}", *make_volume((size,) * 3, TRAIN_SEED + i, preset="hard"),
+        store.add_volume(f"train{i}", *make_volume((size,) * 3, TRAIN_SEED + i, preset=preset),
                          scroll_id=f"s{i}")
-    store.add_volume("val", *make_volume((size,) * 3, VAL_SEED, preset="hard"), scroll_id="val")
+    store.add_volume("val", *make_volume((size,) * 3, VAL_SEED, preset=preset), scroll_id="val")
     return path
 
 
